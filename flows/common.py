@@ -1,0 +1,28 @@
+"""What every stage flow shares: how a plain function becomes a Prefect task, and `main()`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.config import ParamsError
+
+
+def step(fn: Callable, **options):
+    """Wrap a plain function as a Prefect task.
+
+    No Prefect caching: DVC decides what is stale, and hashing large arrays to build cache
+    keys would cost more than the work itself.
+    """
+    return task(fn, cache_policy=NO_CACHE, **options)
+
+
+def stage_main(run: Callable[[], object]) -> None:
+    """Run a stage; a bad parameter file ends it with one clear line, not a traceback."""
+    try:
+        run()
+    except ParamsError as exc:
+        sys.exit(f"error: {exc}")

@@ -1,0 +1,143 @@
+"""`params.yaml`, read once into frozen, validated objects (one per section).
+
+An unknown key, a wrong type or an impossible value raises `ParamsError` naming the file, the
+key and the value, before any stage does work. Stages take the section they need, never the tree.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PARAMS_FILE = Path("params.yaml")
+
+_CHECKSUM = re.compile(r"^$|^md5:[0-9a-f]{32}$|^sha256:[0-9a-f]{64}$")
+
+
+class ParamsError(ValueError):
+    """A parameter file that cannot be used; the message names the key and the value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseParams(_Section):
+    seed: int = Field(ge=0)
+
+
+class DataParams(_Section):
+    source: str = Field(min_length=1)
+    checksum: str
+    fallback_source: str
+    fallback_checksum: str
+    download_retries: int = Field(ge=1)
+    image_size: int = Field(ge=8, le=512)
+
+    @field_validator("checksum", "fallback_checksum")
+    @classmethod
+    def _checksum_form(cls, value: str) -> str:
+        if not _CHECKSUM.match(value):
+            raise ValueError("must be '', 'md5:<32 hex digits>' or 'sha256:<64 hex digits>'")
+        return value
+
+
+class SplitParams(_Section):
+    folds: int = Field(ge=2)
+    subsample: float = Field(gt=0, le=1)
+    imbalance: float = Field(gt=0, le=1)
+    balancing: Literal["none", "oversample", "class_weight"]
+
+
+class TrainParams(_Section):
+    models: tuple[str, ...] = Field(min_length=1)
+    activation: Literal["relu", "gelu", "silu"]
+    l2: float = Field(ge=0)
+    label_smoothing: float = Field(ge=0, lt=1)
+    optimizer: Literal["adam", "sgd"]
+    lr: float = Field(gt=0)
+    momentum: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    schedule: Literal["none", "one_cycle", "cosine", "plateau"]
+    plateau_factor: float = Field(gt=0, lt=1)
+    plateau_patience: int = Field(ge=0)
+    min_lr: float = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    input_scaling: Literal["standardize", "divide255"]
+    device: Literal["auto", "cpu", "cuda"]
+    parallel: int = Field(ge=1)
+    task_runner: Literal["threads", "processes", "dask"]
+    dask_address: str
+    retries: int = Field(ge=0)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from tasks.models import MODELS  # imported here: only the train section needs torch
+
+        unknown = [name for name in value if name not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown model {unknown}; valid: {sorted(MODELS)}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a model twice")
+        return value
+
+
+class AugmentParams(_Section):
+    enabled: bool
+    rotation: float = Field(ge=0, le=180)
+    shift: float = Field(ge=0, lt=1)
+    shear: float = Field(ge=0, lt=90)
+    zoom: float = Field(ge=0, lt=1)
+    hflip: bool
+    fill: Literal["nearest", "reflect", "zeros"]
+    crop_padding: int = Field(ge=0)
+
+
+class Params(_Section):
+    base: BaseParams
+    data: DataParams
+    split: SplitParams
+    train: TrainParams
+    augment: AugmentParams
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: missing"
+    return f"{key} = {error['input']!r}: {error['msg']}"
+
+
+def parse_params(raw: object, origin: str = str(PARAMS_FILE)) -> Params:
+    """Validate an already-loaded mapping; errors name `origin`, every bad key and its value."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ParamsError(f"{origin}: invalid parameters:\n  {problems}") from None
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate the parameter file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such parameter file") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw, str(path))
