@@ -1,0 +1,371 @@
+"""One training loop for every model: train one (model, fold) pair with early stopping,
+per-epoch checkpoints (resumed after a crash), DVCLive logs and a small metrics file.
+
+The whole uint8 training set lives on the training device as one tensor; a batch is an index
+into it, augmented there with per-image random draws (tasks/augment.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasks.augment import augment
+from tasks.config import AugmentParams, TrainParams
+from tasks.io import atomic_path, write_csv, write_json
+from tasks.models import build_model, count_parameters, l2_penalty
+from tasks.prepare import PREPARED_DIR, read_prepared
+from tasks.split import SPLITS_DIR
+
+MODELS_DIR = Path("models")
+LOGS_DIR = Path("logs/train")
+CHECKPOINT_DIR = Path("checkpoints")  # outside DVC's outputs: DVC deletes those before a re-run
+# Keys that decide how one (model, fold) trains; the rest only decide how the stage runs.
+_SCHEDULING_KEYS = {"models", "parallel", "task_runner", "dask_address", "retries"}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class FoldPaths:
+    prepared: Path = PREPARED_DIR / "train.parquet"
+    splits: Path = SPLITS_DIR
+    models: Path = MODELS_DIR
+    logs: Path = LOGS_DIR
+    checkpoints: Path = CHECKPOINT_DIR
+
+    def out_dir(self, model: str, fold: int) -> Path:
+        return self.models / model / f"fold_{fold}"
+
+    def log_dir(self, model: str, fold: int) -> Path:
+        return self.logs / model / f"fold_{fold}"
+
+
+def fold_count(paths: FoldPaths) -> int:
+    return int(pd.read_parquet(paths.splits / "folds.parquet", columns=["fold"])["fold"].max()) + 1
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device = 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def fold_seed(seed: int, model: str, fold: int) -> int:
+    """A stable seed per (model, fold), independent of the order folds happen to run in."""
+    return zlib.crc32(f"{seed}/{model}/{fold}".encode())
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclass
+class FoldData:
+    images: torch.Tensor  # (N, 3, S, S) uint8, every training image, on the device
+    labels: torch.Tensor  # (N,) int64
+    train_index: torch.Tensor  # ids this fold trains on (oversampled ids repeat)
+    val_index: torch.Tensor  # ids of the held-out fold
+    class_weights: torch.Tensor  # per-class loss weights (all 1 unless class_weight balancing)
+    classes: list[str]
+    mean: torch.Tensor  # (1, 3, 1, 1) input scaling, from the training fold
+    std: torch.Tensor
+
+
+def load_fold(paths: FoldPaths, fold: int, scaling: str, device: torch.device) -> FoldData:
+    pixels, labels, classes = read_prepared(paths.prepared)
+    folds = pd.read_parquet(paths.splits / "folds.parquet")
+    index = pd.read_parquet(paths.splits / "train_index.parquet")
+    counts = pd.read_csv(paths.splits / "class_counts.csv")
+    train_ids = index.loc[index["fold"] == fold, "id"].to_numpy(np.int64)
+    val_ids = folds.loc[folds["fold"] == fold, "id"].to_numpy(np.int64)
+    if not len(train_ids) or not len(val_ids):
+        raise ValueError(f"{paths.splits}: fold {fold} has no training or no validation images")
+    weights = counts.loc[counts["fold"] == fold].sort_values("class", key=lambda s: s.map(classes.index))
+    if scaling == "standardize":
+        sample = pixels[np.unique(train_ids)].reshape(-1, 3).astype(np.float64) / 255
+        mean, std = sample.mean(0), sample.std(0)
+    else:  # divide255: the study's plain scaling to [0, 1]
+        mean, std = np.zeros(3), np.ones(3)
+    as_param = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)  # noqa: E731
+    # permute() of NHWC is NCHW in channels_last memory order: what convolutions prefer.
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)
+    return FoldData(
+        images=images,
+        labels=torch.from_numpy(labels).to(device),
+        train_index=torch.from_numpy(train_ids).to(device),
+        val_index=torch.from_numpy(val_ids).to(device),
+        class_weights=torch.tensor(weights["loss_weight"].to_numpy(), dtype=torch.float32, device=device),
+        classes=classes,
+        mean=as_param(mean),
+        std=as_param(std),
+    )
+
+
+def to_input(batch_u8: torch.Tensor, data: FoldData, aug: AugmentParams | None, generator) -> torch.Tensor:
+    """uint8 batch -> augmented (when `aug` is given), scaled float batch in channels_last."""
+    x = batch_u8.float().div_(255)
+    if aug is not None:
+        x = augment(x, aug, generator)
+    x = (x - data.mean) / data.std
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+def make_optimizer(model: nn.Module, p: TrainParams) -> torch.optim.Optimizer:
+    if p.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, nesterov=p.momentum > 0,
+                           weight_decay=p.weight_decay)
+
+
+def make_scheduler(optimizer, p: TrainParams, steps_per_epoch: int):
+    """The lr schedule, and whether it steps per batch (True) or per epoch on val loss (False)."""
+    total = p.epochs * steps_per_epoch
+    if p.schedule == "one_cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=p.lr, total_steps=total), True
+    if p.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total, eta_min=p.min_lr), True
+    if p.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=p.plateau_factor, patience=p.plateau_patience, min_lr=p.min_lr), False
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), True
+
+
+def _autocast(device: torch.device):
+    # bf16 on the GPU (no loss scaling needed); plain fp32 on the CPU, where bf16 is slower.
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train_one_epoch(model, data: FoldData, optimizer, scheduler, per_batch: bool, p: TrainParams,
+                    aug: AugmentParams, generator) -> tuple[float, float]:
+    """One pass over the fold's training ids in random order: (mean loss, accuracy)."""
+    model.train()
+    order = data.train_index[torch.randperm(len(data.train_index), generator=generator,
+                                            device=generator.device)]
+    total_loss = torch.zeros((), device=data.labels.device)
+    correct = torch.zeros((), dtype=torch.long, device=data.labels.device)
+    for start in range(0, len(order), p.batch_size):
+        ids = order[start:start + p.batch_size]
+        x, y = to_input(data.images[ids], data, aug, generator), data.labels[ids]
+        with _autocast(data.images.device):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, weight=data.class_weights,
+                                   label_smoothing=p.label_smoothing)
+        objective = loss + l2_penalty(model, p.l2) if p.l2 else loss
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        if per_batch:
+            scheduler.step()
+        total_loss += loss.detach() * len(ids)
+        correct += (logits.argmax(1) == y).sum()
+    n = len(order)
+    return total_loss.item() / n, correct.item() / n
+
+
+@torch.no_grad()
+def evaluate(model, data: FoldData, ids: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on `ids`, without augmentation."""
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(ids), batch_size):
+        batch = ids[start:start + batch_size]
+        with _autocast(data.images.device):
+            logits = model(to_input(data.images[batch], data, None, None)).float()
+        y = data.labels[batch]
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    return total_loss / len(ids), correct / len(ids)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def checkpoint_key(model: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams,
+                   paths: FoldPaths) -> str:
+    """Identifies everything a (model, fold) result depends on: a checkpoint is reused only
+    when the key matches, so a changed parameter or data set never resumes a stale run."""
+    h = hashlib.sha256()
+    settings = {k: v for k, v in p.model_dump().items() if k not in _SCHEDULING_KEYS}
+    h.update(json.dumps([model, fold, seed, settings, aug.model_dump()], sort_keys=True).encode())
+    for f in (paths.prepared, paths.splits / "folds.parquet", paths.splits / "train_index.parquet",
+              paths.splits / "class_counts.csv"):
+        with open(f, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
+    state = {"augment": generator.get_state(), "cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(state: dict, generator: torch.Generator, device: torch.device) -> None:
+    generator.set_state(state["augment"])
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# ----------------------------------------------------------------------------- one fold
+
+def _log_epoch(live, row: dict) -> None:
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "lr"):
+        live.log_metric(key, row[key])
+    live.next_step()
+
+
+def _publish(out_dir: Path, log_dir: Path, final: dict, live_factory) -> dict:
+    """Write the fold's outputs (weights, history, metrics, DVCLive log) from its final state."""
+    with atomic_path(log_dir, directory=True) as tmp:
+        with live_factory(tmp) as live:
+            for row in final["history"]:
+                _log_epoch(live, row)
+    with atomic_path(out_dir, directory=True) as tmp:
+        torch.save({"state_dict": final["best_state"], "config": final["config"]}, tmp / "weights.pt")
+        write_csv(tmp / "history.csv", pd.DataFrame(final["history"]))
+        write_json(tmp / "metrics.json", final["metrics"])
+    return final["metrics"]
+
+
+def _dvclive(directory: Path):
+    from dvclive import Live  # imported here: only the training process needs it
+
+    # dvcyaml=False: parallel folds must not rewrite dvc.yaml; plots are declared there once.
+    return Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+def train_fold(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams,
+               paths: FoldPaths = FoldPaths(), threads: int | None = None) -> dict:
+    """Train one (model, fold) pair and write its outputs; resume or reuse its checkpoint."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = pick_device(p.device)
+    name = f"{model_name} fold {fold}"
+    seed = fold_seed(seed, model_name, fold)
+    ckpt_dir = paths.checkpoints / model_name / f"fold_{fold}"
+    key = checkpoint_key(model_name, fold, seed, p, aug, paths)
+    ckpt_path = ckpt_dir / key / "checkpoint.pt"
+    state = load_checkpoint(ckpt_path)
+    out_dir, log_dir = paths.out_dir(model_name, fold), paths.log_dir(model_name, fold)
+    if state is not None and state.get("finished"):
+        print(f"{name}: finished earlier (checkpoint {key}); restoring its outputs")
+        return _publish(out_dir, log_dir, state, _dvclive)
+    for stale in ckpt_dir.glob("*"):
+        if stale.name != key:
+            shutil.rmtree(stale, ignore_errors=True)
+
+    data = load_fold(paths, fold, p.input_scaling, device)
+    torch.manual_seed(seed)
+    model = build_model(model_name, len(data.classes), data.images.shape[-1], p.activation)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, p)
+    steps = math.ceil(len(data.train_index) / p.batch_size)
+    scheduler, per_batch = make_scheduler(optimizer, p, steps)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    history: list[dict] = []
+    best = {"val_loss": math.inf, "epoch": -1, "state": None}
+    elapsed = 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state["rng"], generator, device)
+        history, best, elapsed = state["history"], state["best"], state["elapsed"]
+        print(f"{name}: resuming after epoch {len(history)} (checkpoint {key})")
+
+    stop_reason = "max epochs"
+    for epoch in range(len(history) + 1, p.epochs + 1):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = train_one_epoch(model, data, optimizer, scheduler, per_batch, p, aug,
+                                                generator)
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"{name}: training loss is {train_loss} at epoch {epoch}")
+        seconds = time.perf_counter() - started
+        val_loss, val_acc = evaluate(model, data, data.val_index, max(p.batch_size, 512))
+        if not per_batch:
+            scheduler.step(val_loss)
+        elapsed += seconds
+        row = {"epoch": epoch, "train/loss": train_loss, "train/acc": train_acc, "val/loss": val_loss,
+               "val/acc": val_acc, "lr": lr, "seconds": seconds,
+               "images_per_s": len(data.train_index) / seconds}
+        history.append(row)
+        print(f"{name} epoch {epoch}/{p.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+              f"val loss {val_loss:.4f} acc {val_acc:.4f} | lr {lr:.2e} | {seconds:.0f} s, "
+              f"{row['images_per_s']:.0f} img/s", flush=True)
+        if val_loss < best["val_loss"]:
+            best = {"val_loss": val_loss, "epoch": epoch,
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if epoch - best["epoch"] >= p.patience:
+            stop_reason = f"no validation-loss improvement for {p.patience} epochs"
+            break
+        if epoch < p.epochs:
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": _rng_state(generator, device),
+                "history": history, "best": best, "elapsed": elapsed,
+            })
+
+    best_row = history[best["epoch"] - 1]
+    metrics = {
+        "model": model_name, "fold": fold, "best_epoch": best["epoch"], "epochs": len(history),
+        "stopped": stop_reason, "val_loss": best_row["val/loss"], "val_acc": best_row["val/acc"],
+        "train_acc": best_row["train/acc"], "train_seconds": round(elapsed, 1),  # excl. validation
+        "images_per_s": round(len(history) * len(data.train_index) / elapsed, 1),
+        "parameters": count_parameters(model), "device": device.type, "checkpoint": key,
+    }
+    config = {"model": model_name, "classes": data.classes, "image_size": int(data.images.shape[-1]),
+              "activation": p.activation, "mean": data.mean.flatten().tolist(),
+              "std": data.std.flatten().tolist()}
+    final = {"finished": True, "best_state": best["state"], "history": history,
+             "metrics": metrics, "config": config}
+    save_checkpoint(ckpt_path, final)  # small: the optimizer state is no longer needed
+    print(f"{name}: best val acc {metrics['val_acc']:.4f} at epoch {best['epoch']} ({stop_reason})")
+    return _publish(out_dir, log_dir, final, _dvclive)
+
+
+def summarize(results: list[dict]) -> dict:
+    """Per model: mean and std of the folds' best validation accuracy and loss, and each fold."""
+    frame = pd.DataFrame(results)
+    summary = {}
+    for model, rows in frame.groupby("model", sort=False):
+        summary[model] = {
+            "val_acc_mean": round(rows["val_acc"].mean(), 4),
+            "val_acc_std": round(rows["val_acc"].std(ddof=1), 4) if len(rows) > 1 else 0.0,
+            "val_loss_mean": round(rows["val_loss"].mean(), 4),
+            "epochs_mean": round(rows["epochs"].mean(), 2),
+            "train_seconds": round(rows["train_seconds"].sum(), 1),
+            "parameters": int(rows["parameters"].iloc[0]),
+            "folds": {f"fold_{r.fold}": {"val_acc": round(r.val_acc, 4), "best_epoch": int(r.best_epoch)}
+                      for r in rows.itertuples()},
+        }
+    return summary
