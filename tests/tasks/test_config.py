@@ -1,0 +1,69 @@
+import copy
+
+import pytest
+
+from tasks.config import ParamsError, load_params, parse_params
+from tests.conftest import ROOT
+
+
+def test_params_yaml_loads_into_typed_sections():
+    params = load_params(ROOT / "params.yaml")
+    assert params.split.folds == 5
+    assert params.train.models == ("ann", "cnn")
+    assert params.split.balancing == "oversample"
+
+
+def _break(raw, section, key, value):
+    raw = copy.deepcopy(raw)
+    raw[section][key] = value
+    return raw
+
+
+@pytest.mark.parametrize(("section", "key", "value", "words"), [
+    ("split", "folds", 1, "split.folds = 1"),
+    ("train", "lr", -0.1, "train.lr = -0.1"),
+    ("split", "imbalance", 0, "split.imbalance = 0"),
+    ("split", "imbalance", 1.5, "split.imbalance = 1.5"),
+    ("train", "epochs", "many", "train.epochs = 'many'"),
+    ("split", "balancing", "smote", "split.balancing = 'smote'"),
+    ("data", "checksum", "md5:xyz", "data.checksum = 'md5:xyz'"),
+])
+def test_impossible_values_name_key_and_value(raw_params, section, key, value, words):
+    with pytest.raises(ParamsError, match="params.yaml") as error:
+        parse_params(_break(raw_params, section, key, value), "params.yaml")
+    assert words in str(error.value)
+
+
+def test_unknown_model_lists_the_valid_ones(raw_params):
+    with pytest.raises(ParamsError) as error:
+        parse_params(_break(raw_params, "train", "models", ["cnn", "transformer"]))
+    message = str(error.value)
+    assert "train.models" in message and "transformer" in message
+    assert "resnet18" in message and "cnn_blog" in message
+
+
+def test_unknown_key_is_an_error(raw_params):
+    raw = _break(raw_params, "train", "learning_rate", 0.1)
+    with pytest.raises(ParamsError, match="train.learning_rate: unknown key"):
+        parse_params(raw)
+
+
+def test_missing_section_is_an_error(raw_params):
+    raw = copy.deepcopy(raw_params)
+    del raw["augment"]
+    with pytest.raises(ParamsError, match="augment: missing"):
+        parse_params(raw)
+
+
+def test_config_is_frozen(params):
+    with pytest.raises(ValueError):
+        params.train.lr = 1.0
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="no such parameter file"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: [unclosed")
+    with pytest.raises(ParamsError, match="bad.yaml: not valid YAML"):
+        load_params(bad)
