@@ -62,7 +62,7 @@ def running_server(home: Path = HOME, port: int | None = None, timeout: float = 
     port = port or free_port()
     api_url = f"http://{HOST}:{port}/api"
     home.mkdir(parents=True, exist_ok=True)
-    log = open(home / "server.log", "ab")
+    log = open(home / "server.log", "ab")  # noqa: SIM115 (closed in the finally below)
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)],
         env=server_env(home), stdout=log, stderr=subprocess.STDOUT,

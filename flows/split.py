@@ -9,7 +9,8 @@ from prefect import flow
 from flows.common import stage_main, step
 from tasks import split
 from tasks.config import SplitParams, load_params
-from tasks.prepare import PREPARED_DIR, read_labels as _read_labels
+from tasks.prepare import PREPARED_DIR
+from tasks.prepare import read_labels as _read_labels
 
 read_labels = step(_read_labels)
 make_splits = step(split.make_splits)

@@ -52,7 +52,7 @@ def task_runner(p: TrainParams):
 
 @flow(name="train", log_prints=True)
 def train_flow(params: TrainParams, augment: AugmentParams, seed: int,
-               paths: train.FoldPaths = train.FoldPaths(), metrics_file: str = METRICS_FILE) -> dict:
+               paths: train.FoldPaths = train.DEFAULT_PATHS, metrics_file: str = METRICS_FILE) -> dict:
     # Parallel folds share the cores: give each its slice so they do not oversubscribe them.
     threads = max(1, (os.cpu_count() or 1) // params.parallel)
     folds = fold_count(paths)

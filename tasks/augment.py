@@ -10,8 +10,6 @@ so a batch would share one rotation). Two cheap steps and one general one:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 

@@ -55,6 +55,9 @@ class FoldPaths:
         return self.logs / model / f"fold_{fold}"
 
 
+DEFAULT_PATHS = FoldPaths()
+
+
 def fold_count(paths: FoldPaths) -> int:
     return int(pd.read_parquet(paths.splits / "folds.parquet", columns=["fold"])["fold"].max()) + 1
 
@@ -245,10 +248,9 @@ def _log_epoch(live, row: dict) -> None:
 
 def _publish(out_dir: Path, log_dir: Path, final: dict, live_factory) -> dict:
     """Write the fold's outputs (weights, history, metrics, DVCLive log) from its final state."""
-    with atomic_path(log_dir, directory=True) as tmp:
-        with live_factory(tmp) as live:
-            for row in final["history"]:
-                _log_epoch(live, row)
+    with atomic_path(log_dir, directory=True) as tmp, live_factory(tmp) as live:
+        for row in final["history"]:
+            _log_epoch(live, row)
     with atomic_path(out_dir, directory=True) as tmp:
         torch.save({"state_dict": final["best_state"], "config": final["config"]}, tmp / "weights.pt")
         write_csv(tmp / "history.csv", pd.DataFrame(final["history"]))
@@ -264,7 +266,7 @@ def _dvclive(directory: Path):
 
 
 def train_fold(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams,
-               paths: FoldPaths = FoldPaths(), threads: int | None = None) -> dict:
+               paths: FoldPaths = DEFAULT_PATHS, threads: int | None = None) -> dict:
     """Train one (model, fold) pair and write its outputs; resume or reuse its checkpoint."""
     if threads:
         torch.set_num_threads(threads)

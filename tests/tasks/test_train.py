@@ -98,7 +98,7 @@ def test_changed_parameters_do_not_reuse_a_checkpoint(tiny, capsys):
 def test_killed_training_resumes_from_its_checkpoint(tiny, tmp_path):
     params, paths = tiny
     p = with_changes(params, train={"epochs": 6})
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import pickle, sys
         from tasks import train
         args = pickle.loads(bytes.fromhex(sys.argv[1]))
