@@ -15,7 +15,7 @@ WITH_SERVER := python -m flows.server run --
 QUICK := -S split.subsample=0.1 -S split.folds=2 -S train.epochs=3 -S train.parallel=2 \
          -S train.task_runner=processes
 
-.PHONY: help setup repro quick test lint bench server clean-checkpoints
+.PHONY: help setup repro quick test lint bench server worker stop deployment-run clean-checkpoints
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
@@ -46,8 +46,18 @@ bench: setup  ## benchmarks that print figures (prepare speed and memory, traini
 	python -m benchmarks.prepare_speed
 	python -m benchmarks.train_throughput
 
-server: setup  ## a Prefect server in the foreground on 127.0.0.1:4200 (Ctrl-C stops it)
-	python -m flows.server start --port 4200
+server: setup  ## a Prefect server in the background on 127.0.0.1:4200 (UI at http://127.0.0.1:4200)
+	python -m flows.server start --port 4200 --background
+
+worker: setup  ## register the train-compare deployment and execute its runs, in the background
+	python -m flows.server worker --port 4200
+
+stop:  ## stop the background server and worker
+	python -m flows.server stop
+
+deployment-run: setup  ## one run of the deployment, watched: prefect deployment run train-compare/<deploy.name>
+	PREFECT_API_URL=http://127.0.0.1:4200/api prefect deployment run \
+	  "train-compare/$$(python -c 'from tasks.config import load_params; print(load_params().deploy.name)')" --watch
 
 clean-checkpoints:  ## forget interrupted and finished training runs (the next train retrains)
 	rm -rf checkpoints

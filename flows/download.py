@@ -24,5 +24,9 @@ def download_flow(params: DataParams, raw_dir: Path = download.RAW_DIR) -> Path:
     return publish(partial, source, layout, raw_dir)
 
 
+def main() -> None:
+    download_flow(load_params().data)
+
+
 if __name__ == "__main__":
-    stage_main(lambda: download_flow(load_params().data))
+    stage_main(main)

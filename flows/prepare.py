@@ -22,5 +22,9 @@ def prepare_flow(params: DataParams, raw_dir: Path = RAW_DIR,
     return write_prepared(data, out_dir)
 
 
+def main() -> None:
+    prepare_flow(load_params().data)
+
+
 if __name__ == "__main__":
-    stage_main(lambda: prepare_flow(load_params().data))
+    stage_main(main)

@@ -25,9 +25,10 @@ def split_flow(params: SplitParams, seed: int, prepared: Path = PREPARED_DIR / "
     return write_splits(splits, out_dir)
 
 
-if __name__ == "__main__":
-    def _run():
-        params = load_params()
-        split_flow(params.split, params.base.seed)
+def main() -> None:
+    params = load_params()
+    split_flow(params.split, params.base.seed)
 
-    stage_main(_run)
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -105,12 +105,40 @@ class AugmentParams(_Section):
     crop_padding: int = Field(ge=0)
 
 
+class EvaluateParams(_Section):
+    tta_flip: bool
+    batch_size: int = Field(ge=1)
+    calibration_bins: int = Field(ge=1, le=1000)
+    device: Literal["auto", "cpu", "cuda"]
+
+
+class ReportParams(_Section):
+    sample_images: int = Field(ge=1, le=200)
+    mistakes: int = Field(ge=0, le=200)
+
+
+class DeployParams(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    schedule: bool
+    cron: str
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_form(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("must be a cron expression of five fields, e.g. '0 3 * * 1'")
+        return value
+
+
 class Params(_Section):
     base: BaseParams
     data: DataParams
     split: SplitParams
     train: TrainParams
     augment: AugmentParams
+    evaluate: EvaluateParams
+    report: ReportParams
+    deploy: DeployParams
 
 
 def _describe(error: dict) -> str:
