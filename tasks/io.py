@@ -30,6 +30,10 @@ def atomic_path(target: Path | str, *, directory: bool = False) -> Iterator[Path
         tmp = Path(name)
     try:
         yield tmp
+        # mkstemp/mkdtemp create private files; outputs get the usual umask-based permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
         if directory and target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

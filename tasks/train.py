@@ -248,9 +248,13 @@ def _log_epoch(live, row: dict) -> None:
 
 def _publish(out_dir: Path, log_dir: Path, final: dict, live_factory) -> dict:
     """Write the fold's outputs (weights, history, metrics, DVCLive log) from its final state."""
-    with atomic_path(log_dir, directory=True) as tmp, live_factory(tmp) as live:
-        for row in final["history"]:
-            _log_epoch(live, row)
+    with atomic_path(log_dir, directory=True) as tmp:
+        with live_factory(tmp) as live:  # noqa: SIM117 (the live log must close before the cleanup)
+            for row in final["history"]:
+                _log_epoch(live, row)
+        # Only the per-epoch tables stay: `dvc plots` reads the whole folder, and the final
+        # values are in the fold's metrics.json already.
+        (tmp / "metrics.json").unlink(missing_ok=True)
     with atomic_path(out_dir, directory=True) as tmp:
         torch.save({"state_dict": final["best_state"], "config": final["config"]}, tmp / "weights.pt")
         write_csv(tmp / "history.csv", pd.DataFrame(final["history"]))

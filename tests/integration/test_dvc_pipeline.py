@@ -20,7 +20,7 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_then_nothing(prefect_server, project):
     out = run(project, "dvc", "repro")
-    for stage in ("download", "prepare", "split", "train"):
+    for stage in ("download", "prepare", "split", "train", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out
     summary = json.loads((project / "data/prepared/summary.json").read_text())
     assert summary["train"]["images"] == 120 and summary["test"]["images"] == 120
@@ -28,7 +28,11 @@ def test_repro_runs_every_stage_then_nothing(prefect_server, project):
     assert set(metrics) == {"ann", "cnn"} and set(metrics["cnn"]["folds"]) == {"fold_0", "fold_1"}
     assert (project / "models/cnn/fold_1/weights.pt").exists()
     assert (project / "logs/train/ann/fold_0/plots/metrics/val/acc.tsv").exists()
-    assert "val/acc" in run(project, "dvc", "plots", "show", "--json")
+    plots = run(project, "dvc", "plots", "show", "--json")
+    assert "val/acc" in plots and "TypeError" not in plots
+    evaluation = json.loads((project / "metrics/evaluate.json").read_text())
+    assert 0 <= evaluation["cnn"]["ensemble_acc"] <= 1 and "cnn_vs_ann" in evaluation["comparison"]
+    assert "<img" in (project / "reports/report.html").read_text()
 
     again = run(project, "dvc", "repro")
     assert "Running stage" not in again

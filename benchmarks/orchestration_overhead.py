@@ -1,0 +1,117 @@
+"""Orchestration overhead of the quick variant, three ways, each in a fresh copy of the project:
+
+  deployment        `prefect deployment run train-compare/<name> --watch` (server + executor running)
+  repro+server      `dvc repro` with a Prefect server running (what `make repro` does)
+  repro, no server  `dvc repro` with no server: each stage process starts Prefect's temporary one
+
+    python -m benchmarks.orchestration_overhead [--per-class N] [--modes deployment repro+server]
+
+Overhead = wall time - the stages' own compute, where compute is the sum of the stage flows' run
+times as the Prefect server recorded them. Without a server the stage times cannot be read
+back, so that mode subtracts the compute measured in the `repro+server` mode. Prints a table;
+never fails on slowness. `--per-class N` uses N images per class and split instead of the quick
+variant's full data (for a fast check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from flows.server import running_server
+from tests.integration.project import make_project, project_env
+
+STAGE_FLOWS = {"download", "prepare", "split", "train", "evaluate", "report"}
+QUICK = {"split": {"subsample": 0.1, "folds": 2}, "train": {"epochs": 3, "parallel": 2,
+                                                            "task_runner": "processes"}}
+
+
+def fresh_project(root: Path, per_class: int | None) -> Path:
+    project = make_project(root)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    if per_class is None:  # the quick variant on the real data
+        real = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+        params["data"] = real["data"]
+        params["data"]["source"] = str((Path(__file__).parents[1] / real["data"]["source"]).resolve())
+        params["split"].update(QUICK["split"])
+        params["train"].update(models=real["train"]["models"], **QUICK["train"])
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "commit", "-q", "--allow-empty", "-am", "benchmark params"], cwd=project,
+                   env=project_env(), check=True)
+    return project
+
+
+def stage_seconds(since: datetime) -> float:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)))
+        names = {run.flow_id: client.read_flow(run.flow_id).name for run in runs}
+        return sum(r.total_run_time.total_seconds() for r in runs if names[r.flow_id] in STAGE_FLOWS)
+
+
+def timed(command: list[str], project: Path, env: dict) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--per-class", type=int, default=None)
+    parser.add_argument("--modes", nargs="+", default=["deployment", "repro+server", "repro, no server"])
+    args = parser.parse_args()
+    rows, compute_with_server = [], None
+    with tempfile.TemporaryDirectory() as tmp, running_server(home=Path(tmp) / "prefect") as api_url:
+        served_env = dict(project_env(), PREFECT_API_URL=api_url)
+        for i, mode in enumerate(args.modes):
+            project = fresh_project(Path(tmp) / f"project{i}", args.per_class)
+            since = datetime.now(UTC)
+            if mode == "deployment":
+                log = open(Path(tmp) / "executor.log", "w")  # noqa: SIM115
+                executor = subprocess.Popen([sys.executable, "-m", "flows.train_compare", "serve"], cwd=project,
+                                            env=served_env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+                time.sleep(15)  # registration; not part of a run
+                name = yaml.safe_load((project / "params.yaml").read_text())["deploy"]["name"]
+                since = datetime.now(UTC)
+                try:
+                    wall = timed(["prefect", "deployment", "run", f"train-compare/{name}", "--watch"],
+                                 project, served_env)
+                except SystemExit:
+                    print((Path(tmp) / "executor.log").read_text()[-5000:])
+                    raise
+                os.killpg(executor.pid, signal.SIGTERM)
+                executor.wait(timeout=60)
+                compute = stage_seconds(since)
+            elif mode == "repro+server":
+                wall = timed(["dvc", "repro"], project, served_env)
+                compute = compute_with_server = stage_seconds(since)
+            else:
+                env = {k: v for k, v in project_env().items() if k != "PREFECT_API_URL"}
+                env["PREFECT_HOME"] = str(Path(tmp) / "ephemeral-home")
+                wall = timed(["dvc", "repro"], project, env)
+                compute = compute_with_server
+            overhead = wall - compute if compute is not None else float("nan")
+            rows.append((mode, wall, compute, overhead))
+            print(f"{mode}: wall {wall:.1f} s, stage compute {compute} s, overhead {overhead:.1f} s", flush=True)
+    print(f"\n{'mode':18} {'wall s':>8} {'compute s':>10} {'overhead s':>11} {'share':>6}")
+    for mode, wall, compute, overhead in rows:
+        print(f"{mode:18} {wall:8.1f} {compute or float('nan'):10.1f} {overhead:11.1f} {overhead / wall:6.0%}")
+
+
+if __name__ == "__main__":
+    main()

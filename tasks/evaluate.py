@@ -1,0 +1,330 @@
+"""Score every trained (model, fold) on the untouched test set, ensemble the folds, compare models.
+
+Per fold: accuracy, loss, expected calibration error, scikit-learn's classification report and the
+confusion matrix. Per model: mean ± std over folds and the fold ensemble (mean of the folds'
+softmax outputs). Between models: a paired t-test on the per-fold accuracies and McNemar's test
+on the ensembles' predictions. Steps: `read_test` -> `evaluate_model` (one per model) ->
+`compare` -> `write_outputs` (wired in flows/evaluate.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+from scipy import stats
+from sklearn.metrics import classification_report, confusion_matrix
+from torch import nn
+
+from tasks.config import EvaluateParams
+from tasks.io import atomic_path, write_csv, write_json, write_parquet
+from tasks.models import build_model
+from tasks.prepare import PREPARED_DIR, read_prepared
+from tasks.train import MODELS_DIR, pick_device
+
+EVAL_DIR = Path("eval")
+METRICS_FILE = Path("metrics/evaluate.json")
+# McNemar: below this many discordant pairs the chi-square approximation is poor, so the exact
+# binomial test is used instead (the usual rule of thumb).
+EXACT_BELOW = 25
+
+
+@dataclass(frozen=True)
+class EvalPaths:
+    test: Path = PREPARED_DIR / "test.parquet"
+    models: Path = MODELS_DIR
+    out: Path = EVAL_DIR
+    metrics: Path = METRICS_FILE
+
+    @property
+    def predictions(self) -> Path:
+        return self.out / "predictions"
+
+    @property
+    def plots(self) -> Path:
+        return self.out / "plots"
+
+    @property
+    def details(self) -> Path:
+        return self.out / "details.json"
+
+
+@dataclass
+class TestSet:
+    ids: np.ndarray  # (N,) the prepared table's `id` column
+    pixels: np.ndarray  # (N, S, S, 3) uint8
+    labels: np.ndarray  # (N,) int64
+    classes: list[str]
+
+
+@dataclass
+class ModelResult:
+    model: str
+    folds: dict[str, dict]  # "fold_<k>" -> score()
+    ensemble: dict  # score() of the mean of the folds' softmax outputs
+    probabilities: np.ndarray  # (N, classes) the ensemble's softmax outputs
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def read_test(path: Path) -> TestSet:
+    """The prepared test split, with its image ids."""
+    pixels, labels, classes = read_prepared(path)
+    ids = pq.read_table(path, columns=["id"]).column("id").to_numpy().astype(np.int64)
+    return TestSet(ids, pixels, labels, classes)
+
+
+def fold_dirs(models_dir: Path, model: str) -> list[Path]:
+    """`models/<model>/fold_<k>` folders in fold order; an error when training left none."""
+    found = [d for d in (models_dir / model).glob("fold_*") if (d / "weights.pt").exists()]
+    if not found:
+        raise FileNotFoundError(f"{models_dir / model}: no trained fold (fold_<k>/weights.pt); "
+                                f"run the train stage for {model!r} first")
+    return sorted(found, key=lambda d: int(d.name.removeprefix("fold_")))
+
+
+def load_model(weights: Path) -> tuple[nn.Module, dict]:
+    """A trained fold's network in eval mode, and the config it was trained with."""
+    saved = torch.load(weights, map_location="cpu", weights_only=True)
+    config = saved["config"]
+    model = build_model(config["model"], len(config["classes"]), config["image_size"],
+                        config["activation"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), config
+
+
+# ----------------------------------------------------------------------------- metrics
+
+@torch.no_grad()
+def predict(model: nn.Module, config: dict, pixels: np.ndarray, params: EvaluateParams,
+            device: torch.device) -> np.ndarray:
+    """Softmax outputs (N, classes); with `tta_flip`, averaged with the mirrored image's."""
+    model = model.to(device, memory_format=torch.channels_last).eval()
+    mean = torch.tensor(config["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(config["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    out = np.empty((len(pixels), len(config["classes"])), np.float32)
+    for start in range(0, len(pixels), params.batch_size):
+        batch = torch.from_numpy(pixels[start:start + params.batch_size]).to(device)
+        # The same scaling as training (tasks/train.py: to_input), in fp32: inference is cheap.
+        x = (batch.permute(0, 3, 1, 2).float().div_(255) - mean) / std
+        x = x.contiguous(memory_format=torch.channels_last)
+        probs = model(x).float().softmax(1)
+        if params.tta_flip:
+            probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
+        out[start:start + len(batch)] = probs.cpu().numpy()
+    return out
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Sum over equal-width confidence bins of |accuracy - mean confidence| x share of images.
+
+    Bins are right-closed, (i/bins, (i+1)/bins], as in Guo et al. (2017), "On calibration of
+    modern neural networks"; the confidence is the top softmax output.
+    """
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(ece)
+
+
+def score(probs: np.ndarray, labels: np.ndarray, classes: list[str], bins: int) -> dict:
+    """Accuracy, loss (mean negative log-likelihood), ECE, classification report, confusion."""
+    predicted = probs.argmax(1)
+    every = list(range(len(classes)))  # name every class even when one is never predicted
+    # Clipped: an averaged softmax can round to 0 in float32 and log(0) is infinite.
+    true_prob = np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)
+    return {
+        "accuracy": float((predicted == labels).mean()),
+        "loss": float(-np.log(true_prob).mean()),
+        "ece": expected_calibration_error(probs, labels, bins),
+        "report": classification_report(labels, predicted, labels=every, target_names=classes,
+                                        output_dict=True, zero_division=0),
+        "confusion": confusion_matrix(labels, predicted, labels=every).tolist(),
+    }
+
+
+def evaluate_model(model: str, models_dir: Path, test: TestSet, params: EvaluateParams) -> ModelResult:
+    """Score each of the model's folds and their ensemble on the test set."""
+    device = pick_device(params.device)
+    folds, total = {}, None
+    for directory in fold_dirs(models_dir, model):
+        network, config = load_model(directory / "weights.pt")
+        if config["classes"] != test.classes or config["image_size"] != test.pixels.shape[1]:
+            raise ValueError(f"{directory}: trained on classes {config['classes']} at "
+                             f"{config['image_size']} px, but the test set has {test.classes} at "
+                             f"{test.pixels.shape[1]} px; re-run the train stage")
+        probs = predict(network, config, test.pixels, params, device)
+        folds[directory.name] = score(probs, test.labels, test.classes, params.calibration_bins)
+        total = probs.astype(np.float64) if total is None else total + probs
+        print(f"{model} {directory.name}: test acc {folds[directory.name]['accuracy']:.4f}, "
+              f"loss {folds[directory.name]['loss']:.4f}")
+    probabilities = (total / len(folds)).astype(np.float32)
+    ensemble = score(probabilities, test.labels, test.classes, params.calibration_bins)
+    print(f"{model} ensemble of {len(folds)} folds: test acc {ensemble['accuracy']:.4f}, "
+          f"ECE {ensemble['ece']:.4f}")
+    return ModelResult(model, folds, ensemble, probabilities)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def paired_t_test(a: list[float], b: list[float]) -> dict:
+    """Paired t-test of per-fold accuracies a vs b (scipy.stats.ttest_rel), never raising.
+
+    Undefined with fewer than 2 folds or when the difference is the same in every fold (zero
+    variance): then t and p are None and `note` says why.
+    """
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    out = {"folds": len(diff), "mean_diff": float(diff.mean()) if len(diff) else None,
+           "t_statistic": None, "t_pvalue": None, "note": None}
+    if len(diff) < 2:
+        out["note"] = f"needs at least 2 folds, got {len(diff)}"
+    elif np.ptp(diff) < 1e-12:  # equal up to rounding: 0.9 - 0.8 != 0.8 - 0.7 in floats
+        out["note"] = "the difference is the same in every fold (zero variance): t is undefined"
+    else:
+        result = stats.ttest_rel(a, b)
+        out.update(t_statistic=float(result.statistic), t_pvalue=float(result.pvalue))
+    return out
+
+
+def mcnemar_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """McNemar's test on paired right/wrong outcomes of two classifiers on the same images.
+
+    Only the discordant pairs count: `only_a` (a right, b wrong) and `only_b`. With fewer than
+    `EXACT_BELOW` of them the exact two-sided binomial test (scipy.stats.binomtest, p = 0.5) is
+    used, otherwise the chi-square statistic with Edwards' continuity correction,
+    (|only_a - only_b| - 1)^2 / (only_a + only_b), on 1 degree of freedom.
+    """
+    only_a = int(np.sum(correct_a & ~correct_b))
+    only_b = int(np.sum(~correct_a & correct_b))
+    n = only_a + only_b
+    if n == 0:
+        return {"only_a": 0, "only_b": 0, "statistic": None, "pvalue": 1.0,
+                "method": "no discordant pairs: the two models agree on every image"}
+    if n < EXACT_BELOW:
+        return {"only_a": only_a, "only_b": only_b, "statistic": None,
+                "pvalue": float(stats.binomtest(only_a, n, 0.5).pvalue),
+                "method": f"exact binomial test ({n} discordant pairs < {EXACT_BELOW})"}
+    statistic = (abs(only_a - only_b) - 1) ** 2 / n
+    return {"only_a": only_a, "only_b": only_b, "statistic": float(statistic),
+            "pvalue": float(stats.chi2.sf(statistic, 1)),
+            "method": "chi-square with continuity correction"}
+
+
+def baseline_of(models: list[str]) -> str:
+    """What every other model is compared with: the ANN when it was trained, else the first."""
+    return "ann" if "ann" in models else models[0]
+
+
+def compare(results: list[ModelResult], labels: np.ndarray) -> dict[str, dict]:
+    """Each model against the baseline: per-fold paired t-test and McNemar on the ensembles."""
+    by_name = {r.model: r for r in results}
+    base = by_name[baseline_of(list(by_name))]
+    comparisons = {}
+    for result in results:
+        if result is base:
+            continue
+        common = [f for f in result.folds if f in base.folds]  # pair fold k with fold k
+        t_test = paired_t_test([result.folds[f]["accuracy"] for f in common],
+                               [base.folds[f]["accuracy"] for f in common])
+        mcnemar = mcnemar_test(result.probabilities.argmax(1) == labels,
+                               base.probabilities.argmax(1) == labels)
+        comparisons[f"{result.model}_vs_{base.model}"] = {
+            "model": result.model, "baseline": base.model, "t_test": t_test, "mcnemar": mcnemar,
+            "ensemble_diff": result.ensemble["accuracy"] - base.ensemble["accuracy"],
+        }
+    return comparisons
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+def _pvalue(value: float | None) -> float | None:
+    # Significant digits, not decimals: a p-value of 1e-30 must not print as 0.
+    return None if value is None else float(f"{value:.4g}")
+
+
+def metrics_summary(results: list[ModelResult], comparisons: dict[str, dict]) -> dict:
+    """The DVC metrics file: numbers only, stable keys, so `dvc metrics diff` reads well."""
+    summary: dict[str, dict] = {}
+    for r in results:
+        accs = [f["accuracy"] for f in r.folds.values()]
+        summary[r.model] = {
+            "test_acc_mean": _round(float(np.mean(accs))),
+            "test_acc_std": _round(float(np.std(accs, ddof=1))) if len(accs) > 1 else 0.0,
+            "test_loss_mean": _round(float(np.mean([f["loss"] for f in r.folds.values()]))),
+            "ensemble_acc": _round(r.ensemble["accuracy"]),
+            "ensemble_loss": _round(r.ensemble["loss"]),
+            "ensemble_macro_f1": _round(r.ensemble["report"]["macro avg"]["f1-score"]),
+            "ece": _round(r.ensemble["ece"]),
+            "folds": {name: {"test_acc": _round(f["accuracy"]), "test_loss": _round(f["loss"]),
+                             "ece": _round(f["ece"])} for name, f in r.folds.items()},
+        }
+    summary["comparison"] = {
+        key: {
+            "mean_diff": _round(c["t_test"]["mean_diff"]),
+            "t_statistic": _round(c["t_test"]["t_statistic"], 3),
+            "t_pvalue": _pvalue(c["t_test"]["t_pvalue"]),
+            "ensemble_diff": _round(c["ensemble_diff"]),
+            "mcnemar_statistic": _round(c["mcnemar"]["statistic"], 3),
+            "mcnemar_pvalue": _pvalue(c["mcnemar"]["pvalue"]),
+            f"{c['model']}_only_right": c["mcnemar"]["only_a"],
+            f"{c['baseline']}_only_right": c["mcnemar"]["only_b"],
+        }
+        for key, c in comparisons.items()
+    }
+    return summary
+
+
+def predictions_table(test: TestSet, probabilities: np.ndarray) -> pd.DataFrame:
+    """id, true and predicted class, confidence, and the softmax outputs in class order."""
+    return pd.DataFrame({
+        "id": test.ids,
+        "true": pd.Categorical.from_codes(test.labels, test.classes),
+        "predicted": pd.Categorical.from_codes(probabilities.argmax(1), test.classes),
+        "confidence": probabilities.max(1),
+        "probabilities": list(probabilities),
+    })
+
+
+def write_outputs(results: list[ModelResult], comparisons: dict[str, dict], test: TestSet,
+                  params: EvaluateParams, paths: EvalPaths = EvalPaths()) -> dict:
+    """Predictions (Parquet), DVC plot tables, the details file and the metrics; the metrics."""
+    with atomic_path(paths.predictions, directory=True) as tmp:
+        for r in results:
+            write_parquet(tmp / f"{r.model}.parquet", predictions_table(test, r.probabilities))
+    with atomic_path(paths.plots, directory=True) as tmp:
+        for r in results:
+            # DVC's `confusion` template counts (actual, predicted) pairs itself.
+            predicted = np.asarray(test.classes)[r.probabilities.argmax(1)]
+            write_csv(tmp / "confusion" / f"{r.model}.csv",
+                      pd.DataFrame({"actual": np.asarray(test.classes)[test.labels],
+                                    "predicted": predicted}))
+            report = r.ensemble["report"]
+            write_csv(tmp / "class_f1" / f"{r.model}.csv", pd.DataFrame({
+                "class": test.classes,
+                "f1": [round(report[c]["f1-score"], 4) for c in test.classes],
+                "precision": [round(report[c]["precision"], 4) for c in test.classes],
+                "recall": [round(report[c]["recall"], 4) for c in test.classes],
+            }))
+    write_json(paths.details, {
+        "test_images": len(test.labels), "classes": test.classes, "tta_flip": params.tta_flip,
+        "calibration_bins": params.calibration_bins,
+        "models": {r.model: {"folds": r.folds, "ensemble": r.ensemble} for r in results},
+        "comparisons": comparisons,
+    })
+    summary = metrics_summary(results, comparisons)
+    write_json(paths.metrics, summary)
+    return summary

@@ -1,0 +1,145 @@
+import copy
+import json
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from tasks import report
+from tests.evaluation_data import REPORT, report_paths, run_evaluation, write_pipeline_inputs
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """The report's inputs, read from a tiny evaluated pipeline (outside any git repository)."""
+    root = tmp_path_factory.mktemp("reported")
+    write_pipeline_inputs(root)
+    run_evaluation(root)
+    return report.load_inputs(("ann", "cnn"), report_paths(root))
+
+
+@pytest.fixture(scope="module")
+def built(inputs):
+    return report.build_report(inputs, REPORT, seed=42)
+
+
+def test_html_has_every_section_and_only_embedded_images(built):
+    page = built.html
+    for key, title in report.SECTIONS.items():
+        assert f'<section id="{key}"><h2>{title}</h2>' in page
+    images = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    # per model: learning curves, confusion matrix, sample grid, mistakes grid
+    assert len(images) == 8 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r'(src|href)="(https?:)?//', page) and "<link" not in page
+    assert 'id="headline"' in page and page.count("<h3>ANN</h3>") == 1
+
+
+def test_markdown_has_the_summary_sections(built):
+    for title in ("Headline comparison", "Statistical tests",
+                  "Confusion matrices and classification reports",
+                  "Change against the previous commit"):
+        assert f"\n## {title}\n" in built.markdown
+    assert "### ANN" in built.markdown and "### CNN" in built.markdown
+    assert "| model | test accuracy (mean ± std) | ensemble accuracy |" in built.markdown
+
+
+def test_headline_numbers_come_from_the_metrics_files(inputs, built):
+    rows = {r["model"]: r for r in built.headline}
+    assert set(rows) == {"ANN", "CNN"}
+    cnn = inputs.metrics["cnn"]
+    assert rows["CNN"]["ensemble accuracy"] == f"{100 * cnn['ensemble_acc']:.2f} %"
+    assert rows["CNN"]["test accuracy (mean ± std)"] == (
+        f"{100 * cnn['test_acc_mean']:.2f} ± {100 * cnn['test_acc_std']:.2f} %")
+    assert rows["CNN"]["parameters"] == f"{inputs.training['cnn'][0]['parameters']:,}"
+    assert rows["ANN"]["training time"] == "9.0 s"  # two folds of 4.5 s
+    assert rows["ANN"]["epochs run per fold"] == "3, 3" and rows["ANN"]["early stops"] == "1 of 2"
+    assert rows["CNN"]["ensemble accuracy"] in built.html and rows["CNN"]["ensemble accuracy"] in (
+        built.markdown)
+
+
+def test_every_figure_caption_carries_the_jpeg_note(built):
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", built.html)
+    assert len(captions) == 8
+    assert all("shared JPEG copy of CIFAR-10" in c for c in captions)
+
+
+def test_the_jpeg_note_only_for_the_jpeg_archive():
+    assert "JPEG" in report.jpeg_note({"source": "../shared/datasets/cifar-10-jpeg.tar.gz"})
+    official = {"source": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "file": "cifar-10-python.tar.gz", "layout": "cifar-python"}
+    assert report.jpeg_note(official) == ""
+
+
+def test_sample_images_are_seeded(built):
+    ids = np.arange(1000)
+    assert list(report.sample_ids(ids, 24, 42)) == list(report.sample_ids(ids, 24, 42))
+    assert list(report.sample_ids(ids, 24, 42)) != list(report.sample_ids(ids, 24, 7))
+    assert len(set(report.sample_ids(ids, 24, 42))) == 24 and len(report.sample_ids(ids[:5], 24, 0)) == 5
+    assert "drawn at random (seed 42)" in built.html
+
+
+def test_the_tests_in_plain_words(inputs):
+    fake = copy.copy(inputs)
+    fake.details = copy.deepcopy(inputs.details)
+    pair = fake.details["comparisons"]["cnn_vs_ann"]
+    pair["t_test"].update(folds=5, mean_diff=0.1234, t_statistic=8.5, t_pvalue=0.00105)
+    pair["mcnemar"].update(only_a=1500, only_b=300, pvalue=1e-200,
+                           method="chi-square with continuity correction")
+    words = " ".join(report.statistics_in_words(fake))
+    assert "Over 5 folds, the CNN beats the ANN by 12.34 points of test accuracy" in words
+    assert "t = 8.50, p = 0.001, significant at the 5 % level" in words
+    assert "only the CNN is right on 1,500, only the ANN on 300" in words
+    assert "p < 0.0001" in words and "Expected calibration error" in words
+    pair["t_test"].update(mean_diff=-0.02, t_statistic=None, t_pvalue=None, note="needs 2 folds")
+    words = " ".join(report.statistics_in_words(fake))
+    assert "the CNN trails the ANN by 2.00 points" in words
+    pair["t_test"].update(mean_diff=0.00001)
+    tie = report.statistics_in_words(fake)[0]
+    assert "the CNN and the ANN tie in test accuracy on average" in tie
+    assert "a paired t-test is not possible: needs 2 folds" in words
+
+
+def test_metric_changes_are_what_dvc_metrics_diff_lists():
+    old = {"cnn": {"test_acc_mean": 0.70, "ece": 0.05, "folds": {"fold_0": {"test_acc": 0.7}}},
+           "gone": {"x": 1}}
+    new = {"cnn": {"test_acc_mean": 0.75, "ece": 0.05, "folds": {"fold_0": {"test_acc": 0.7}}},
+           "comparison": {"cnn_vs_ann": {"t_pvalue": None, "mean_diff": 0.1}}}
+    rows = report.metric_changes(old, new)
+    assert rows == [
+        {"metric": "cnn.test_acc_mean", "HEAD": 0.70, "workspace": 0.75, "change": 0.05},
+        {"metric": "comparison.cnn_vs_ann.mean_diff", "HEAD": None, "workspace": 0.1,
+         "change": None},
+        {"metric": "gone.x", "HEAD": 1, "workspace": None, "change": None},
+    ]
+
+
+def test_previous_metrics_from_git_head(tmp_path):
+    metrics = tmp_path / "metrics" / "evaluate.json"
+    assert report.previous_metrics(metrics) is None  # not a git repository
+    metrics.parent.mkdir()
+    metrics.write_text(json.dumps({"cnn": {"test_acc_mean": 0.5}}))
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    assert report.previous_metrics(metrics) is None  # no commit yet
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "commit", "-qm", "one"], cwd=tmp_path, check=True, env=env)
+    metrics.write_text(json.dumps({"cnn": {"test_acc_mean": 0.6}}))  # the workspace moves on
+    assert report.previous_metrics(metrics) == {"cnn": {"test_acc_mean": 0.5}}
+
+
+def test_change_section_without_and_with_previous_metrics(inputs, built):
+    assert "No previous metrics" in built.markdown
+    before = copy.copy(inputs)
+    before.previous = copy.deepcopy(inputs.metrics)
+    before.previous["cnn"]["ensemble_acc"] = round(inputs.metrics["cnn"]["ensemble_acc"] - 0.1, 4)
+    md = report.build_report(before, REPORT, seed=42).markdown
+    assert "| metric | HEAD | workspace | change |" in md
+    assert re.search(r"\| cnn\.ensemble_acc \| [0-9.]+ \| [0-9.]+ \| 0\.1 \|", md)
+
+
+def test_write_report_writes_both_files(built, tmp_path):
+    html_path = report.write_report(built, tmp_path / "reports")
+    assert html_path.read_text() == built.html
+    assert (tmp_path / "reports" / "report.md").read_text() == built.markdown
