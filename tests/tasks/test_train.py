@@ -106,7 +106,9 @@ def test_killed_training_resumes_from_its_checkpoint(tiny, tmp_path):
     """)
     import pickle
 
-    args = pickle.dumps(("cnn_blog", 0, 1, p.train, p.augment, paths)).hex()
+    # One thread everywhere: float sums depend on how work is split between threads, and earlier
+    # tests in this process may have changed torch's thread count.
+    args = pickle.dumps(("cnn_blog", 0, 1, p.train, p.augment, paths, 1)).hex()
     process = subprocess.Popen([sys.executable, "-c", script, args], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     checkpoint_dir = paths.checkpoints / "cnn_blog" / "fold_0"
@@ -121,13 +123,13 @@ def test_killed_training_resumes_from_its_checkpoint(tiny, tmp_path):
     state = train.load_checkpoint(next(checkpoint_dir.glob("*/checkpoint.pt")))
     done = len(state["history"])
     assert 1 <= done < 6 and not state.get("finished")
-    resumed = train.train_fold("cnn_blog", 0, 1, p.train, p.augment, paths)
+    resumed = train.train_fold("cnn_blog", 0, 1, p.train, p.augment, paths, threads=1)
     history = pd.read_csv(paths.out_dir("cnn_blog", 0) / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
 
     # Resuming is exact: the same result as a run that was never interrupted.
     subprocess.run(["rm", "-rf", str(paths.checkpoints), str(paths.models)], check=True)
-    straight = train.train_fold("cnn_blog", 0, 1, p.train, p.augment, paths)
+    straight = train.train_fold("cnn_blog", 0, 1, p.train, p.augment, paths, threads=1)
     assert resumed["val_loss"] == straight["val_loss"] and resumed["val_acc"] == straight["val_acc"]
 
 
