@@ -7,9 +7,8 @@
     python -m benchmarks.orchestration_overhead [--per-class N] [--modes deployment repro+server]
 
 Overhead = wall time - the stages' own compute, where compute is the sum of the stage flows' run
-times as the Prefect server recorded them. Without a server the stage times cannot be read
-back, so that mode subtracts the compute measured in the `repro+server` mode. Prints a table;
-never fails on slowness. `--per-class N` uses N images per class and split instead of the quick
+times, read from the timestamps of Prefect's "Beginning flow run" and "Finished in state" log
+lines. Prints a table; never fails on slowness. `--per-class N` uses N images per class and split instead of the quick
 variant's full data (for a fast check).
 """
 
@@ -17,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -50,23 +50,27 @@ def fresh_project(root: Path, per_class: int | None) -> Path:
     return project
 
 
-def stage_seconds(since: datetime) -> float:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)))
-        names = {run.flow_id: client.read_flow(run.flow_id).name for run in runs}
-        return sum(r.total_run_time.total_seconds() for r in runs if names[r.flow_id] in STAGE_FLOWS)
+_BEGIN = re.compile(r"(\d\d:\d\d:\d\d\.\d+) \| INFO\s+\| Flow run '([\w-]+)' - Beginning (?:sub)?flow run "
+                    r"'[\w-]+' for flow '([\w-]+)'")
+_END = re.compile(r"(\d\d:\d\d:\d\d\.\d+) \| INFO\s+\| Flow run '([\w-]+)' - Finished in state")
 
 
-def timed(command: list[str], project: Path, env: dict) -> float:
+def stage_seconds(log: str) -> float:
+    """Sum of the stage flows' run times, from the timestamps of Prefect's own log lines."""
+    clock = lambda t: datetime.strptime(t, "%H:%M:%S.%f")  # noqa: E731
+    begun = {m[2]: (clock(m[1]), m[3]) for m in _BEGIN.finditer(log)}
+    ended = {m[2]: clock(m[1]) for m in _END.finditer(log)}
+    return sum((ended[run] - start).total_seconds() for run, (start, flow) in begun.items()
+               if flow in STAGE_FLOWS and run in ended)
+
+
+def timed(command: list[str], project: Path, env: dict) -> tuple[float, str]:
+    """(wall seconds, output) of a command that must succeed."""
     started = time.perf_counter()
     done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, done.stdout + done.stderr
 
 
 def main() -> None:
@@ -74,12 +78,11 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=None)
     parser.add_argument("--modes", nargs="+", default=["deployment", "repro+server", "repro, no server"])
     args = parser.parse_args()
-    rows, compute_with_server = [], None
+    rows = []
     with tempfile.TemporaryDirectory() as tmp, running_server(home=Path(tmp) / "prefect") as api_url:
         served_env = dict(project_env(), PREFECT_API_URL=api_url)
         for i, mode in enumerate(args.modes):
             project = fresh_project(Path(tmp) / f"project{i}", args.per_class)
-            since = datetime.now(UTC)
             if mode == "deployment":
                 log = open(Path(tmp) / "executor.log", "w")  # noqa: SIM115
                 executor = subprocess.Popen([sys.executable, "-m", "flows.train_compare", "serve"], cwd=project,
@@ -87,24 +90,22 @@ def main() -> None:
                                             start_new_session=True)
                 time.sleep(15)  # registration; not part of a run
                 name = yaml.safe_load((project / "params.yaml").read_text())["deploy"]["name"]
-                since = datetime.now(UTC)
                 try:
-                    wall = timed(["prefect", "deployment", "run", f"train-compare/{name}", "--watch"],
-                                 project, served_env)
-                except SystemExit:
-                    print((Path(tmp) / "executor.log").read_text()[-5000:])
-                    raise
-                os.killpg(executor.pid, signal.SIGTERM)
-                executor.wait(timeout=60)
-                compute = stage_seconds(since)
+                    wall, _ = timed(["prefect", "deployment", "run", f"train-compare/{name}", "--watch"],
+                                    project, served_env)
+                finally:
+                    os.killpg(executor.pid, signal.SIGTERM)
+                    executor.wait(timeout=60)
+                    log.close()
+                compute = stage_seconds((Path(tmp) / "executor.log").read_text())
             elif mode == "repro+server":
-                wall = timed(["dvc", "repro"], project, served_env)
-                compute = compute_with_server = stage_seconds(since)
+                wall, out = timed(["dvc", "repro"], project, served_env)
+                compute = stage_seconds(out)
             else:
                 env = {k: v for k, v in project_env().items() if k != "PREFECT_API_URL"}
                 env["PREFECT_HOME"] = str(Path(tmp) / "ephemeral-home")
-                wall = timed(["dvc", "repro"], project, env)
-                compute = compute_with_server
+                wall, out = timed(["dvc", "repro"], project, env)
+                compute = stage_seconds(out)
             overhead = wall - compute if compute is not None else float("nan")
             rows.append((mode, wall, compute, overhead))
             print(f"{mode}: wall {wall:.1f} s, stage compute {compute} s, overhead {overhead:.1f} s", flush=True)
