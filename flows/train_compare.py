@@ -21,8 +21,10 @@ from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from flows.common import stage_main
+from flows.forkserver import use_preloaded_forkserver
 from tasks import pipeline
 from tasks.config import load_params
 
@@ -30,7 +32,11 @@ from tasks.config import load_params
 def _run_stage_here(stage) -> None:
     if Path(stage.wdir).resolve() != Path.cwd().resolve():
         raise RuntimeError(f"stage {stage.addressing} runs in {stage.wdir}, not in {Path.cwd()}")
-    importlib.import_module(pipeline.stage_module(stage.cmd)).main()
+    # No heartbeat of its own: train-compare's heartbeat already says this process is alive, and
+    # Prefect 3.9 ends every flow that has one up to a second late (its heartbeat thread sleeps
+    # in whole seconds and is joined at the end).
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        importlib.import_module(pipeline.stage_module(stage.cmd)).main()
 
 
 @flow(name="train-compare", log_prints=True)
@@ -60,6 +66,7 @@ def train_compare(overrides: dict[str, Any] | None = None, record_experiment: bo
 def serve() -> None:
     """Register the deployment (schedule from params.yaml's `deploy`) and execute its runs."""
     deploy = load_params().deploy
+    use_preloaded_forkserver()  # each run starts with the stage modules already imported
     train_compare.serve(
         name=deploy.name,
         cron=deploy.cron if deploy.schedule else None,
