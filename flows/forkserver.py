@@ -7,8 +7,8 @@ starts a multiprocessing forkserver that imports every stage module when the exe
 and has Prefect fork each run from it instead of spawning a new interpreter.
 
 A run must never execute code older than the files on disk: DVC would record the new code's
-hash next to the old code's results. So when any file under `flows/` or `tasks/` changed after
-the forkserver imported them, runs go back to a fresh `spawn` interpreter (slow, but current),
+hash next to the old code's results. So when any file under `flows/` or `tasks/`, or `uv.lock`,
+changed after the forkserver imported them, runs go back to a fresh `spawn` interpreter (slow, but current),
 and the executor logs that restarting it makes runs fast again.
 """
 
@@ -25,6 +25,7 @@ import flows
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_PACKAGES = ("flows", "tasks")
+LOCK_FILE = "uv.lock"  # a changed environment counts as changed code
 NOT_PRELOADED = {"server", "forkserver"}  # the executor's own helpers, not what runs import
 # What `tasks/pipeline.py` imports lazily (a stage run as `dvc repro`'s command does not need it).
 DVC_MODULES = ["dvc.repo", "dvc.repo.reproduce", "dvc.stage.cache", "dvc.repo.experiments.save"]
@@ -33,8 +34,9 @@ logger = get_logger("flows.forkserver")  # under Prefect's configured `prefect` 
 
 
 def source_fingerprint(root: Path = ROOT) -> tuple[tuple[str, int, int], ...]:
-    """(path, mtime, size) of every Python file the runs import from this project."""
+    """(path, mtime, size) of every Python file the runs import from this project, and the lock."""
     files = sorted(p for package in SOURCE_PACKAGES for p in (root / package).rglob("*.py"))
+    files += [root / LOCK_FILE] if (root / LOCK_FILE).exists() else []
     return tuple((str(p.relative_to(root)), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
 
 
@@ -59,7 +61,7 @@ class _ForkserverForSpawn:
         if method == "spawn":
             if source_fingerprint() == self._fingerprint:
                 return multiprocessing.get_context("forkserver")
-            logger.warning("flows/ or tasks/ changed since this executor started: the run starts a fresh "
+            logger.warning("flows/, tasks/ or uv.lock changed since this executor started: the run starts a fresh "
                            "interpreter (restart the executor to start runs from preloaded modules again)")
         return multiprocessing.get_context(method)
 

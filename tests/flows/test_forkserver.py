@@ -41,6 +41,9 @@ def test_the_fingerprint_follows_source_files(tmp_path):
     assert forkserver.source_fingerprint(tmp_path) == before
     source.write_text("EPOCHS = 22\n")
     assert forkserver.source_fingerprint(tmp_path) != before
+    edited = forkserver.source_fingerprint(tmp_path)
+    (tmp_path / "uv.lock").write_text("version = 1\n")  # a new environment
+    assert forkserver.source_fingerprint(tmp_path) != edited
 
 
 def test_runs_fork_from_preloaded_modules_until_the_sources_change(monkeypatch, tmp_path):
