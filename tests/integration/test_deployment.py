@@ -64,6 +64,7 @@ def test_deployment_run_matches_dvc_repro(project, executor):
     assert (project / "metrics/train.json").exists() and (project / "models/cnn/fold_1/weights.pt").exists()
     assert "Data and pipelines are up to date" in run(project, "dvc", "status")
     assert "recorded DVC experiment" in log
+    assert "fresh interpreter" not in log  # the run forked from the preloaded modules (flows/forkserver.py)
     assert run(project, "dvc", "exp", "list", "--name-only").strip()  # the run is a DVC experiment
 
     # A second run with nothing changed trains nothing.
