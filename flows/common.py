@@ -8,7 +8,7 @@ from collections.abc import Callable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import ParamsError
+from tasks.errors import PipelineError
 
 
 def step(fn: Callable, **options):
@@ -21,8 +21,9 @@ def step(fn: Callable, **options):
 
 
 def stage_main(run: Callable[[], object]) -> None:
-    """Run a stage; a bad parameter file ends it with one clear line, not a traceback."""
+    """Run a stage; an expected failure (bad parameters, a bad archive, a failed download) ends
+    it with one clear line, not a traceback."""
     try:
         run()
-    except ParamsError as exc:
+    except PipelineError as exc:
         sys.exit(f"error: {exc}")

@@ -65,6 +65,7 @@ def train_compare(overrides: dict[str, Any] | None = None, record_experiment: bo
 
 def serve() -> None:
     """Register the deployment (schedule from params.yaml's `deploy`) and execute its runs."""
+    pipeline.restore_interrupted_params()  # a run killed with its overrides applied left them there
     deploy = load_params().deploy
     use_preloaded_forkserver()  # each run starts with the stage modules already imported
     train_compare.serve(

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from tasks.errors import PipelineError
+
 # The official pickled archive's member names (cifar-10-batches-py/...).
 OFFICIAL_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 OFFICIAL_TEST = "test_batch"
@@ -23,7 +25,7 @@ OFFICIAL_META = "batches.meta"
 SPLITS = ("train", "test")
 
 
-class ArchiveError(ValueError):
+class ArchiveError(PipelineError, ValueError):
     """An archive that cannot be used; the message names the file and what is wrong."""
 
 

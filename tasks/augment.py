@@ -68,11 +68,14 @@ def has_affine(params: AugmentParams) -> bool:
     return any((params.rotation, params.shift, params.shear, params.zoom))
 
 
+def warp(x: torch.Tensor, theta: torch.Tensor, fill: str) -> torch.Tensor:
+    """Resample each image through its (2, 3) matrix; `fill` says what uncovered pixels become."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=PADDING_MODES[fill], align_corners=False)
+
+
 def random_affine(x: torch.Tensor, params: AugmentParams, generator: torch.Generator):
-    theta = affine_matrices(len(x), params, generator).to(x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode=PADDING_MODES[params.fill],
-                         align_corners=False)
+    return warp(x, affine_matrices(len(x), params, generator), params.fill)
 
 
 def augment(x: torch.Tensor, params: AugmentParams, generator: torch.Generator) -> torch.Tensor:

@@ -13,12 +13,14 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tasks.errors import PipelineError
+
 PARAMS_FILE = Path("params.yaml")
 
 _CHECKSUM = re.compile(r"^$|^md5:[0-9a-f]{32}$|^sha256:[0-9a-f]{64}$")
 
 
-class ParamsError(ValueError):
+class ParamsError(PipelineError, ValueError):
     """A parameter file that cannot be used; the message names the key and the value."""
 
 

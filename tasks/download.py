@@ -9,6 +9,8 @@ Steps: `choose_source` -> `fetch_archive` -> `check_archive` -> `publish` (wired
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import shutil
 import urllib.error
 import urllib.request
@@ -20,6 +22,7 @@ from tqdm import tqdm
 
 from tasks.archive import ArchiveError, Layout, detect_layout
 from tasks.config import DataParams
+from tasks.errors import PipelineError
 from tasks.io import atomic_path, write_json
 
 RAW_DIR = Path("data/raw")
@@ -27,8 +30,12 @@ PARTIAL_DIR = Path("data/raw.partial")  # outside DVC's outputs, so a retry can 
 CHUNK = 1 << 20
 
 
-class ChecksumError(ValueError):
+class ChecksumError(PipelineError, ValueError):
     """The file's digest is not the one the parameters promise."""
+
+
+class DownloadError(PipelineError, OSError):
+    """The source could not be fetched; the message names the URL or path and the cause."""
 
 
 @dataclass(frozen=True)
@@ -73,23 +80,51 @@ def verify_checksum(path: Path, checksum: str) -> None:
         raise ChecksumError(f"{path}: {algorithm} is {actual}, expected {expected}")
 
 
-def _http_download(url: str, partial: Path) -> None:
-    """Stream `url` into `partial`, resuming what an earlier attempt left there.
+def _request(url: str, headers: dict[str, str]):
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and "Range" in headers:
+            return None  # the range starts past the end: the partial file is not of this file
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise DownloadError(f"{url}: cannot connect ({exc.reason})") from None
+    except TimeoutError:
+        raise DownloadError(f"{url}: no answer within 60 s") from None
 
+
+def _http_download(url: str, partial: Path, verifiable: bool) -> None:
+    """Stream `url` into `partial`, resuming what an earlier attempt left there when that is safe.
+
+    Resuming appends to an earlier attempt's bytes, so it happens only when they are known to be
+    of the same file: the server says so (an If-Range request with the ETag or Last-Modified it
+    sent with them, remembered in `<partial>.json`), or the checksum is verified afterwards
+    (`verifiable`). Otherwise, and when the server ignores the range, the download starts over.
     One attempt: the flow retries it, and each retry continues the partial file.
     """
+    origin = partial.with_name(partial.name + ".json")
+    saved = json.loads(origin.read_text()) if origin.exists() else {}
     have = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=60)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416:  # the partial file is complete already, or longer: start over
-            partial.unlink(missing_ok=True)
-        raise OSError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise OSError(f"{url}: cannot connect ({exc.reason})") from None
+    headers = {}
+    if have and saved.get("url") == url and (saved.get("validator") or verifiable):
+        headers = {"Range": f"bytes={have}-"}
+        if saved.get("validator"):
+            headers["If-Range"] = saved["validator"]
+    elif have:
+        print(f"{partial}: left by an earlier download that cannot be verified; starting over")
+    response = _request(url, headers)
+    if response is None:
+        print(f"{url}: the server has fewer than the {have} bytes already here; starting over")
+        response = _request(url, {})
     with response:
         resumed = response.status == 206
+        if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+            raise DownloadError(f"{url}: asked for bytes {have}- but got {response.headers.get('Content-Range')}")
+        if not resumed:
+            validator = response.headers.get("ETag", "")
+            if not validator or validator.startswith("W/"):  # a weak ETag cannot guard a range
+                validator = response.headers.get("Last-Modified", "")
+            write_json(origin, {"url": url, "validator": validator})
         length = response.headers.get("Content-Length")
         total = int(length) + (have if resumed else 0) if length else None
         with (
@@ -97,11 +132,14 @@ def _http_download(url: str, partial: Path) -> None:
             tqdm(total=total, initial=have if resumed else 0, unit="B", unit_scale=True,
                  desc=f"download {Path(url).name}", disable=None) as bar,
         ):
-            while chunk := response.read(CHUNK):
-                out.write(chunk)
-                bar.update(len(chunk))
+            try:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except (OSError, http.client.HTTPException) as exc:
+                raise DownloadError(f"{url}: connection lost after {out.tell()} bytes ({exc})") from None
     if total is not None and partial.stat().st_size != total:
-        raise OSError(f"{url}: connection closed after {partial.stat().st_size} of {total} bytes")
+        raise DownloadError(f"{url}: connection closed after {partial.stat().st_size} of {total} bytes")
 
 
 def fetch_archive(source: Source, partial_dir: Path = PARTIAL_DIR) -> Path:
@@ -109,11 +147,11 @@ def fetch_archive(source: Source, partial_dir: Path = PARTIAL_DIR) -> Path:
     partial_dir.mkdir(parents=True, exist_ok=True)
     partial = partial_dir / (source.filename + ".part")
     if source.is_url:
-        _http_download(source.location, partial)
+        _http_download(source.location, partial, verifiable=bool(source.checksum))
     else:
         path = Path(source.location)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: data source not found (data.source in params.yaml)")
+            raise DownloadError(f"{path}: data source not found (data.source in params.yaml)")
         shutil.copyfile(path, partial)
     try:
         verify_checksum(partial, source.checksum)

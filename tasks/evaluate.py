@@ -25,7 +25,7 @@ from tasks.config import EvaluateParams
 from tasks.io import atomic_path, write_csv, write_json, write_parquet
 from tasks.models import build_model
 from tasks.prepare import PREPARED_DIR, read_prepared
-from tasks.train import MODELS_DIR, pick_device
+from tasks.train import MODELS_DIR, pick_device, to_input
 
 EVAL_DIR = Path("eval")
 METRICS_FILE = Path("metrics/evaluate.json")
@@ -110,9 +110,7 @@ def predict(model: nn.Module, config: dict, pixels: np.ndarray, params: Evaluate
     out = np.empty((len(pixels), len(config["classes"])), np.float32)
     for start in range(0, len(pixels), params.batch_size):
         batch = torch.from_numpy(pixels[start:start + params.batch_size]).to(device)
-        # The same scaling as training (tasks/train.py: to_input), in fp32: inference is cheap.
-        x = (batch.permute(0, 3, 1, 2).float().div_(255) - mean) / std
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = to_input(batch.permute(0, 3, 1, 2), mean, std)  # training's scaling, in fp32
         probs = model(x).float().softmax(1)
         if params.tta_flip:
             probs = (probs + model(x.flip(3)).float().softmax(1)) / 2

@@ -9,6 +9,7 @@ DVC experiment (`dvc exp save`), for the `train-compare` deployment.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import re
 import shutil
@@ -91,28 +92,68 @@ def _dotted_set(tree: dict, key: str, value: Any) -> None:
     tree[leaf] = value
 
 
+def _backup_of(path: Path) -> Path:
+    return path.parent / ".dvc" / "tmp" / f"{path.name}.keep"  # survives a crash; not in the workspace
+
+
+@contextmanager
+def _params_lock(path: Path) -> Iterator[None]:
+    """Held by a run for as long as it uses `path`: a second run must not override the file under
+    it, and a backup found while nobody holds the lock was left by a run that died. The kernel
+    releases the lock when its process ends, however it ends."""
+    lock_file = _backup_of(path).with_suffix(".lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{path}: another train-compare run is using it; wait for that run to end") from None
+        yield
+
+
+def _restore_backup(path: Path) -> bool:
+    backup = _backup_of(path)
+    if not backup.exists():
+        return False
+    backup.replace(path)
+    print(f"{path}: restored from {backup}, left there by a run with overrides that was interrupted")
+    return True
+
+
+def restore_interrupted_params(path: Path = PARAMS_FILE) -> bool:
+    """Put back the `params.yaml` a killed run with overrides could not restore; True if it did.
+    Does nothing while a live run holds the file."""
+    try:
+        with _params_lock(path):
+            return _restore_backup(path)
+    except RuntimeError:
+        return False
+
+
 @contextmanager
 def overridden_params(overrides: dict[str, Any] | None, path: Path = PARAMS_FILE) -> Iterator[None]:
     """`params.yaml` with `{"train.epochs": 3, ...}` applied (comments kept) inside the block,
-    as it was afterwards. Overrides are validated before the file is touched."""
-    if not overrides:
-        yield
-        return
-    yaml = YAML()  # round-trip mode: comments and order survive
-    original = path.read_text()
-    tree = yaml.load(original)
-    for key, value in overrides.items():
-        _dotted_set(tree, key, value)
-    buffer = io.StringIO()
-    yaml.dump(tree, buffer)
-    parse_params(YAML(typ="safe").load(buffer.getvalue()), f"{path} with overrides {overrides}")
-    backup = Path(".dvc/tmp") / f"{path.name}.keep"  # survives a crash; not part of the workspace
-    shutil.copyfile(path, backup)
-    try:
-        path.write_text(buffer.getvalue())
-        yield
-    finally:
-        backup.replace(path)
+    as it was afterwards. Overrides are validated before the file is touched. A backup left by
+    an earlier run that was killed is restored first."""
+    with _params_lock(path):
+        _restore_backup(path)
+        if not overrides:
+            yield
+            return
+        yaml = YAML()  # round-trip mode: comments and order survive
+        tree = yaml.load(path.read_text())
+        for key, value in overrides.items():
+            _dotted_set(tree, key, value)
+        buffer = io.StringIO()
+        yaml.dump(tree, buffer)
+        parse_params(YAML(typ="safe").load(buffer.getvalue()), f"{path} with overrides {overrides}")
+        backup = _backup_of(path)
+        shutil.copyfile(path, backup)
+        try:
+            path.write_text(buffer.getvalue())
+            yield
+        finally:
+            backup.replace(path)
 
 
 def save_experiment(root: Path | str = ".", name: str | None = None) -> str | None:

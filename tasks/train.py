@@ -27,6 +27,7 @@ from tasks.config import AugmentParams, TrainParams
 from tasks.io import atomic_path, write_csv, write_json
 from tasks.models import build_model, count_parameters, l2_penalty
 from tasks.prepare import PREPARED_DIR, read_prepared
+from tasks.sources import source_digest
 from tasks.split import SPLITS_DIR
 
 MODELS_DIR = Path("models")
@@ -37,7 +38,7 @@ _SCHEDULING_KEYS = {"models", "parallel", "task_runner", "dask_address", "retrie
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The training or validation loss became NaN or infinite (not worth a retry)."""
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,14 @@ def load_fold(paths: FoldPaths, fold: int, scaling: str, device: torch.device) -
     )
 
 
-def to_input(batch_u8: torch.Tensor, data: FoldData, aug: AugmentParams | None, generator) -> torch.Tensor:
-    """uint8 batch -> augmented (when `aug` is given), scaled float batch in channels_last."""
+def to_input(batch_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+             aug: AugmentParams | None = None, generator=None) -> torch.Tensor:
+    """uint8 NCHW batch -> augmented (when `aug` is given), scaled float batch in channels_last.
+    Evaluation calls it too, with the mean and std the model was trained with."""
     x = batch_u8.float().div_(255)
     if aug is not None:
         x = augment(x, aug, generator)
-    x = (x - data.mean) / data.std
+    x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -165,7 +168,7 @@ def train_one_epoch(model, data: FoldData, optimizer, scheduler, per_batch: bool
     correct = torch.zeros((), dtype=torch.long, device=data.labels.device)
     for start in range(0, len(order), p.batch_size):
         ids = order[start:start + p.batch_size]
-        x, y = to_input(data.images[ids], data, aug, generator), data.labels[ids]
+        x, y = to_input(data.images[ids], data.mean, data.std, aug, generator), data.labels[ids]
         with _autocast(data.images.device):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, weight=data.class_weights,
@@ -190,7 +193,7 @@ def evaluate(model, data: FoldData, ids: torch.Tensor, batch_size: int) -> tuple
     for start in range(0, len(ids), batch_size):
         batch = ids[start:start + batch_size]
         with _autocast(data.images.device):
-            logits = model(to_input(data.images[batch], data, None, None)).float()
+            logits = model(to_input(data.images[batch], data.mean, data.std)).float()
         y = data.labels[batch]
         total_loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -200,12 +203,14 @@ def evaluate(model, data: FoldData, ids: torch.Tensor, batch_size: int) -> tuple
 # ----------------------------------------------------------------------------- checkpoints
 
 def checkpoint_key(model: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams,
-                   paths: FoldPaths) -> str:
+                   paths: FoldPaths, device: torch.device) -> str:
     """Identifies everything a (model, fold) result depends on: a checkpoint is reused only
-    when the key matches, so a changed parameter or data set never resumes a stale run."""
+    when the key matches, so a changed parameter, data set, training code (every project file
+    this module runs, tasks/sources.py), torch version or device never resumes a stale run."""
     h = hashlib.sha256()
     settings = {k: v for k, v in p.model_dump().items() if k not in _SCHEDULING_KEYS}
-    h.update(json.dumps([model, fold, seed, settings, aug.model_dump()], sort_keys=True).encode())
+    h.update(json.dumps([model, fold, seed, settings, aug.model_dump(), source_digest(__name__),
+                         torch.__version__, device.type], sort_keys=True).encode())
     for f in (paths.prepared, paths.splits / "folds.parquet", paths.splits / "train_index.parquet",
               paths.splits / "class_counts.csv"):
         with open(f, "rb") as fh:
@@ -278,7 +283,7 @@ def train_fold(model_name: str, fold: int, seed: int, p: TrainParams, aug: Augme
     name = f"{model_name} fold {fold}"
     seed = fold_seed(seed, model_name, fold)
     ckpt_dir = paths.checkpoints / model_name / f"fold_{fold}"
-    key = checkpoint_key(model_name, fold, seed, p, aug, paths)
+    key = checkpoint_key(model_name, fold, seed, p, aug, paths, device)
     ckpt_path = ckpt_dir / key / "checkpoint.pt"
     state = load_checkpoint(ckpt_path)
     out_dir, log_dir = paths.out_dir(model_name, fold), paths.log_dir(model_name, fold)
@@ -314,10 +319,12 @@ def train_fold(model_name: str, fold: int, seed: int, p: TrainParams, aug: Augme
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = train_one_epoch(model, data, optimizer, scheduler, per_batch, p, aug,
                                                 generator)
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"{name}: training loss is {train_loss} at epoch {epoch}")
         seconds = time.perf_counter() - started
         val_loss, val_acc = evaluate(model, data, data.val_index, max(p.batch_size, 512))
+        for split, loss in (("training", train_loss), ("validation", val_loss)):
+            # Nothing after a NaN is worth keeping, and no epoch could be chosen as the best.
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"{name}: {split} loss is {loss} at epoch {epoch}")
         if not per_batch:
             scheduler.step(val_loss)
         elapsed += seconds

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import http.server
 import io
 import os
 import pickle
+import struct
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -69,7 +72,9 @@ def image_folder_files(classes=("cat", "dog", "frog"), per_class=(6, 3), size=32
     return files
 
 
-def write_tar(path: Path, files: dict[str, bytes], dirs=(), links=()) -> Path:
+def write_tar(path: Path, files: dict[str, bytes], dirs=(), links=(), special=()) -> Path:
+    """A tar.gz of `files`, plus directories, symbolic `links` (name, target) and `special`
+    members (name, tarfile type, link target), e.g. hard links and devices."""
     with tarfile.open(path, "w:gz") as tar:
         for name in dirs:
             info = tarfile.TarInfo(name)
@@ -79,35 +84,70 @@ def write_tar(path: Path, files: dict[str, bytes], dirs=(), links=()) -> Path:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-        for name, target in links:
+        for name, kind, target in [(n, tarfile.SYMTYPE, t) for n, t in links] + list(special):
             info = tarfile.TarInfo(name)
-            info.type = tarfile.SYMTYPE
+            info.type = kind
             info.linkname = target
             tar.addfile(info)
     return path
 
 
-def write_zip(path: Path, files: dict[str, bytes]) -> Path:
+def write_zip(path: Path, files: dict[str, bytes], links=()) -> Path:
+    """A zip of `files`, plus symbolic `links` (name, target) as Info-ZIP stores them."""
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in files.items():
             zf.writestr(name, data)
+        for name, target in links:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)  # S_IFLNK: the member's data is the target
+            zf.writestr(info, target)
     return path
 
 
+class _Python2Pickler(pickle._Pickler):
+    """Pickles the way the original CIFAR-10 batches were written (Python 2, protocol 2): every
+    string, bytes or text, is a Python 2 `str` (BINSTRING), not Python 3's `_codecs.encode` call."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, obj):
+        data = obj.encode("latin-1") if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[bytes] = dispatch[str] = _save_py2_str
+
+
+def python2_pickle(obj) -> bytes:
+    """`obj` pickled as by Python 2 and numpy 1: arrays rebuilt through `numpy.core.multiarray`
+    (numpy 2 renamed it `numpy._core`, and writes that name)."""
+    out = io.BytesIO()
+    _Python2Pickler(out, protocol=2).dump(obj)
+    data = out.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    assert b"cnumpy.core.multiarray\n_reconstruct\n" in data or b"cnumpy" not in data
+    return data
+
+
 def official_files(per_batch: int = 4, seed: int = 0) -> dict[str, bytes]:
-    """The official pickled layout (cifar-10-batches-py/), tiny batches, 10 classes."""
+    """The official archive's members (cifar-10-batches-py/: five training batches, the test batch,
+    batches.meta and readme.html), pickled as the original was, with tiny batches of 10 classes."""
     rng = np.random.default_rng(seed)
     files = {}
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
+    for i, name in enumerate(names):
         labels = [int(x) for x in rng.integers(0, 10, per_batch)]
-        batch = {b"batch_label": name.encode(), b"labels": labels,
-                 b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)]}
-        files[f"cifar-10-batches-py/{name}"] = pickle.dumps(batch, protocol=2)
-    meta = {b"label_names": [c.encode() for c in (
-        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")]}
-    files["cifar-10-batches-py/batches.meta"] = pickle.dumps(meta, protocol=2)
+        batch_label = f"training batch {i + 1} of 5" if i < 5 else "testing batch 1 of 1"
+        batch = {"batch_label": batch_label, "labels": labels,
+                 "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "filenames": [f"{name}_{i}.png" for i in range(per_batch)]}
+        files[f"cifar-10-batches-py/{name}"] = python2_pickle(batch)
+    meta = {"num_cases_per_batch": per_batch, "num_vis": 3072, "label_names": [
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+    files["cifar-10-batches-py/batches.meta"] = python2_pickle(meta)
+    files["cifar-10-batches-py/readme.html"] = b"<meta HTTP-EQUIV='REFRESH' content='0; url=...'>"
     return files
 
 
@@ -116,6 +156,80 @@ def write_prepared_split(path: Path, classes: list[str], pixels, labels) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(to_table(split, classes), path)  # the same conversion the stage uses
     return path
+
+
+class ServedFile(http.server.BaseHTTPRequestHandler):
+    """Serves one payload. Honours Range (and If-Range against its ETag) unless `honour_range` is
+    off, answers 416 to a range past the end, can cut the first response short or fail every one."""
+
+    payload = b""
+    etag = '"v1"'
+    honour_range = True
+    cut_first_at = None
+    fail_with = None
+    requests: list = []
+
+    def do_GET(self):  # noqa: N802
+        requested = self.headers.get("Range")
+        type(self).requests.append(requested)
+        if self.fail_with:
+            self.send_error(self.fail_with)
+            return
+        start = int(requested[6:-1]) if requested and self.honour_range else 0
+        if self.headers.get("If-Range") not in (None, self.etag):
+            start = 0  # the file changed since the partial bytes: send it whole
+        if start >= len(self.payload) and start:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(self.payload)}")
+            self.end_headers()
+            return
+        body = self.payload[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.payload) - 1}/{len(self.payload)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", self.etag)
+        self.end_headers()
+        if type(self).cut_first_at is not None and len(type(self).requests) == 1:
+            self.wfile.write(body[: type(self).cut_first_at])
+            return  # the connection closes early, as a dropped download would
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve():
+    """`serve(path)` -> (handler class, URL): the file on a loopback HTTP server for this test.
+    Set attributes on the handler class to change how it answers; `requests` records each Range."""
+    servers = []
+
+    def start(path: Path):
+        handler = type("Handler", (ServedFile,), {"payload": Path(path).read_bytes(), "requests": []})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return handler, f"http://127.0.0.1:{server.server_port}/{Path(path).name}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def two_fold_data(root: Path, params: Params, classes: list[str], per_class: int, size: int):
+    """What the train stage reads, under `root`: class-coloured images split into 2 folds.
+    Returns the train stage's paths, the pixels and the labels."""
+    from tasks import split, train
+
+    pixels, labels = class_images(len(classes), per_class, size=size)
+    paths = train.FoldPaths(prepared=root / "prepared" / "train.parquet", splits=root / "splits",
+                            models=root / "models", logs=root / "logs", checkpoints=root / "checkpoints")
+    write_prepared_split(paths.prepared, classes, pixels, labels)
+    split.write_splits(split.make_splits(labels, classes, with_changes(params, split={"folds": 2}).split, 0),
+                       paths.splits)
+    return paths, pixels, labels
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,33 @@
 """The stage flows through Prefect's engine (one server for the whole session)."""
 
+import copy
+import hashlib
 import json
+import os
+import pickle
+import subprocess
+import sys
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from flows.download import download_flow
 from flows.prepare import prepare_flow
 from flows.split import split_flow
 from flows.train import task_runner, train_flow
-from tasks import split, train
-from tests.conftest import class_images, image_folder_files, with_changes, write_prepared_split, write_tar
+from tasks import train
+from tasks.download import ChecksumError
+from tasks.prepare import CIFAR10_CLASSES, read_prepared
+from tests.conftest import (
+    ROOT,
+    image_folder_files,
+    official_files,
+    two_fold_data,
+    with_changes,
+    write_tar,
+)
 
 CLASSES = ["red", "green", "blue", "grey"]
 
@@ -26,15 +43,53 @@ def test_data_stages_chain(prefect_server, params, tmp_path):
     assert set(pd.read_parquet(out / "folds.parquet")["fold"]) == {0, 1}
 
 
+def test_official_archive_from_the_fallback_url_with_its_md5(prefect_server, params, tmp_path, serve):
+    """What a user without the offline mirror gets: the official pickled archive over HTTP."""
+    files = official_files(per_batch=6)
+    archive = write_tar(tmp_path / "cifar-10-python.tar.gz", files, dirs=["cifar-10-batches-py/"])
+    _, url = serve(archive)
+    data = params.data.model_copy(update={
+        "source": str(tmp_path / "no-mirror" / "cifar-10-jpeg.tar.gz"),
+        "fallback_source": url, "fallback_checksum": "md5:" + hashlib.md5(archive.read_bytes()).hexdigest()})
+    raw = download_flow(data, tmp_path / "raw")
+    assert json.loads((raw / "source.json").read_text())["source"] == url
+    summary = prepare_flow(data, raw, tmp_path / "prepared")
+    assert summary["train"]["images"] == 30 and summary["test"]["images"] == 6
+
+    # The batches as any CIFAR-10 loader reads them: rows of 3072 bytes, channel planes first.
+    batches = [pickle.loads(files[f"cifar-10-batches-py/data_batch_{i}"], encoding="bytes") for i in range(1, 6)]
+    pixels, labels, classes = read_prepared(tmp_path / "prepared" / "train.parquet")
+    expected = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    assert np.array_equal(pixels, expected)
+    assert labels.tolist() == [label for b in batches for label in b[b"labels"]]
+    assert classes == list(CIFAR10_CLASSES)
+
+    wrong = data.model_copy(update={"fallback_checksum": "md5:" + "0" * 32, "download_retries": 1})
+    with pytest.raises(ChecksumError, match=r"cifar-10-python.tar.gz.part: md5 is [0-9a-f]{32}, expected 0{32}"):
+        download_flow(wrong, tmp_path / "raw")
+    assert json.loads((raw / "source.json").read_text())["source"] == url  # the good copy stays
+
+
+def test_a_download_that_keeps_failing_ends_with_one_line(prefect_server, tmp_path, serve, raw_params):
+    """After its retries, the stage's last words name the URL and the cause; no traceback ends it."""
+    handler, url = serve(write_tar(tmp_path / "cifar-10-python.tar.gz", official_files()))
+    handler.fail_with = 503
+    project = tmp_path / "project"
+    project.mkdir()
+    raw = copy.deepcopy(raw_params)
+    raw["data"].update(source="absent.tar.gz", fallback_source=url, fallback_checksum="", download_retries=2)
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    done = subprocess.run([sys.executable, "-m", "flows.download"], cwd=project, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == f"error: {url}: HTTP 503 Service Unavailable"
+    assert len(handler.requests) == 2  # the first attempt and its one retry
+    assert not (project / "data" / "raw").exists()
+
+
 @pytest.fixture
 def tiny(tmp_path, params):
-    pixels, labels = class_images(len(CLASSES), 24, size=16)
-    paths = train.FoldPaths(prepared=tmp_path / "prepared.parquet", splits=tmp_path / "splits",
-                            models=tmp_path / "models", logs=tmp_path / "logs",
-                            checkpoints=tmp_path / "checkpoints")
-    write_prepared_split(paths.prepared, CLASSES, pixels, labels)
-    split.write_splits(split.make_splits(labels, CLASSES, with_changes(params, split={"folds": 2}).split, 0),
-                       paths.splits)
+    paths, _, _ = two_fold_data(tmp_path, params, CLASSES, 24, size=16)
     fast = with_changes(params, train={"models": ("ann", "cnn_blog"), "epochs": 2, "batch_size": 32,
                                        "device": "cpu", "parallel": 2, "retries": 0})
     return fast, paths
@@ -69,3 +124,51 @@ def test_dask_runner_with_a_local_cluster_of_worker_processes(prefect_server, ti
     summary = train_flow.with_options(task_runner=runner)(p.train, p.augment, 0, paths,
                                                             str(tmp_path / "train.json"))
     assert set(summary["ann"]["folds"]) == {"fold_0", "fold_1"}
+
+
+def counting(monkeypatch, name: str, before=None) -> dict:
+    """Wrap `tasks.train.<name>` (looked up at call time by train_fold) to count calls per fold."""
+    real, calls = getattr(train, name), {}
+
+    def wrapper(*args, **kwargs):
+        fold = args[1] if name == "load_fold" else int(args[1].val_index[0])
+        calls[fold] = calls.get(fold, 0) + 1
+        if before:
+            before(fold, calls[fold])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, name, wrapper)
+    return calls
+
+
+def test_a_crashed_fold_is_retried_and_resumes_from_its_checkpoint(prefect_server, tiny, tmp_path, monkeypatch):
+    params, paths = tiny
+    p = with_changes(params, train={"models": ("ann",), "epochs": 3, "retries": 1, "parallel": 1})
+    loads = counting(monkeypatch, "load_fold")
+    crashed = []
+
+    def crash_in_epoch_2_once(fold, n):
+        if n == 2 and not crashed:  # epoch 1 is checkpointed; the machine "dies" in epoch 2
+            crashed.append(fold)
+            raise MemoryError("the worker ran out of memory")
+
+    epochs = counting(monkeypatch, "train_one_epoch", crash_in_epoch_2_once)
+    summary = train_flow(p.train, p.augment, 0, paths, str(tmp_path / "train.json"))
+    assert set(summary["ann"]["folds"]) == {"fold_0", "fold_1"}
+    first = crashed[0]
+    assert sorted(loads.values()) == [1, 2]  # one fold was started twice
+    assert epochs[first] == 4  # epoch 1, the crashed epoch 2, then 2 and 3 after resuming (not 1, 2, 3)
+    history = pd.read_csv(paths.out_dir("ann", 0) / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+
+
+def test_a_diverged_fold_is_not_retried(prefect_server, tiny, tmp_path, monkeypatch):
+    params, paths = tiny
+    counts = pd.read_csv(paths.splits / "class_counts.csv")
+    counts.loc[counts["fold"] == 1, "loss_weight"] = float("nan")
+    counts.to_csv(paths.splits / "class_counts.csv", index=False)
+    p = with_changes(params, train={"models": ("ann",), "retries": 2, "parallel": 1})
+    loads = counting(monkeypatch, "load_fold")
+    with pytest.raises(RuntimeError, match=r"training failed for ann fold 1: .*loss is nan at epoch 1"):
+        train_flow(p.train, p.augment, 0, paths, str(tmp_path / "train.json"))
+    assert loads == {0: 1, 1: 1}  # retrying would only diverge again

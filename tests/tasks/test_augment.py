@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tasks.augment import affine_matrices, augment, crop_and_flip
+from tasks.augment import affine_matrices, augment, crop_and_flip, warp
 from tests.conftest import with_changes
 
 
@@ -61,15 +61,17 @@ def test_flip_mirrors_about_half_the_images(params):
     assert torch.all(flipped ^ kept) and 400 < flipped.sum() < 600
 
 
-def test_nearest_fill_replicates_the_border(params):
-    x = torch.zeros(1, 3, 8, 8)
-    x[..., :, -1] = 1.0  # right column white
-    p = only(params, shift=0.5)
-    g = generator(3)
-    theta = affine_matrices(1, p, generator(3))
-    out = augment(x, p, g)
-    if theta[0, 0, 2] > 0.25:  # sampled beyond the right edge: border replication gives white
-        assert out[..., :, -1].min() > 0.99
+@pytest.mark.parametrize(("fill", "row"), [
+    ("nearest", [3.0, 4.0, 4.0, 4.0]),  # the border column repeats (Keras' fill_mode="nearest")
+    ("reflect", [3.0, 4.0, 4.0, 3.0]),  # mirrored about the edge
+    ("zeros", [3.0, 4.0, 0.0, 0.0]),
+])
+def test_fill_modes_on_a_fixed_shift(fill, row):
+    x = torch.arange(1, 5.0).repeat(4, 1).view(1, 1, 4, 4)  # every row is 1 2 3 4
+    # Output -> input: sample 1.0 to the right in [-1, 1] units, i.e. two of the four pixels.
+    theta = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])
+    out = warp(x, theta, fill)
+    assert out[0, 0].tolist() == [row] * 4
 
 
 def test_disabled_augmentation_is_the_identity(params):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy import stats
 
-from tasks import evaluate
+from tasks import evaluate, train
+from tests.conftest import two_fold_data, with_changes
 from tests.evaluation_data import (
     CLASSES,
     EVALUATE,
@@ -126,19 +127,31 @@ def test_baseline_is_the_ann_when_present():
 # ----------------------------------------------------------------------------- models and files
 
 
-def test_predict_scales_like_training_and_averages_the_mirror(tmp_path):
-    weights = write_fold(tmp_path, "cnn_blog", 0) / "weights.pt"
-    model, config = evaluate.load_model(weights)
+def test_predict_scores_a_trained_fold_as_the_training_loop_did(tmp_path, params):
+    """Evaluation must feed a network exactly what training fed it: on the fold's own validation
+    images, `predict` reproduces the loss and accuracy the training loop recorded."""
+    paths, pixels, labels = two_fold_data(tmp_path, params, CLASSES, 20, size=16)
+    p = with_changes(params, train={"epochs": 1, "batch_size": 16, "device": "cpu",
+                                    "input_scaling": "standardize"})
+    metrics = train.train_fold("cnn_blog", 0, 0, p.train, p.augment, paths)
+    model, config = evaluate.load_model(paths.out_dir("cnn_blog", 0) / "weights.pt")
+    assert config["std"] != [1.0, 1.0, 1.0]  # standardised: the scaling matters
+    folds = pd.read_parquet(paths.splits / "folds.parquet")
+    val = folds.loc[folds["fold"] == 0, "id"].to_numpy()
+    no_tta = EVALUATE.model_copy(update={"tta_flip": False, "batch_size": 7})
+    probs = evaluate.predict(model, config, pixels[val], no_tta, torch.device("cpu"))
+    loss = -np.log(probs[np.arange(len(val)), labels[val]]).mean()
+    assert loss == pytest.approx(metrics["val_loss"], rel=1e-4)
+    assert (probs.argmax(1) == labels[val]).mean() == metrics["val_acc"]
+
+
+def test_predict_with_flip_tta_averages_the_mirrored_images(tmp_path):
+    model, config = evaluate.load_model(write_fold(tmp_path, "cnn_blog", 0) / "weights.pt")
     pixels = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
-    mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(config["std"]).view(1, 3, 1, 1)
-    x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
-    with torch.no_grad():
-        plain = model(x).softmax(1).numpy()
-        mirrored = model(x.flip(3)).softmax(1).numpy()
-    no_tta = EVALUATE.model_copy(update={"tta_flip": False, "batch_size": 2})
     cpu = torch.device("cpu")
-    assert evaluate.predict(model, config, pixels, no_tta, cpu) == pytest.approx(plain, abs=1e-6)
+    no_tta = EVALUATE.model_copy(update={"tta_flip": False, "batch_size": 2})
+    plain = evaluate.predict(model, config, pixels, no_tta, cpu)
+    mirrored = evaluate.predict(model, config, np.ascontiguousarray(pixels[:, :, ::-1]), no_tta, cpu)
     assert evaluate.predict(model, config, pixels, EVALUATE, cpu) == pytest.approx(
         (plain + mirrored) / 2, abs=1e-6)
 

@@ -1,4 +1,8 @@
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -56,3 +60,35 @@ def test_plan_follows_dvc_yaml_dependencies(monkeypatch):
     with Repo(str(ROOT)) as repo:
         order = [stage.addressing for stage in pipeline.plan(repo)]
     assert order.index("download") < order.index("prepare") < order.index("split") < order.index("train")
+
+
+def test_a_run_killed_with_overrides_applied_is_undone_by_the_next(params_file, capsys):
+    original = params_file.read_text()
+    script = ("import sys, time\nfrom pathlib import Path\nfrom tasks import pipeline\n"
+              "with pipeline.overridden_params({'train.epochs': 3}, Path('params.yaml')):\n"
+              "    print('overridden', flush=True)\n    time.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=params_file.parent, stdout=subprocess.PIPE,
+                               text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert process.stdout.readline().strip() == "overridden"
+    with pytest.raises(RuntimeError, match="params.yaml: another train-compare run is using it"), \
+            pipeline.overridden_params(None, params_file):
+        pass  # while the first run lives, a second one must not touch the file
+    assert not pipeline.restore_interrupted_params(params_file)
+    os.kill(process.pid, signal.SIGKILL)  # a lost machine: no `finally` runs
+    process.wait()
+    assert params_file.read_text() != original  # what the killed run left behind
+
+    with pipeline.overridden_params(None, params_file):  # the next run
+        assert params_file.read_text() == original
+    assert "params.yaml: restored from" in capsys.readouterr().out
+    assert not list((params_file.parent / ".dvc" / "tmp").glob("*.keep"))
+
+
+def test_the_executor_restores_a_killed_runs_params_at_start(params_file, capsys):
+    original = params_file.read_text()
+    backup = params_file.parent / ".dvc" / "tmp" / "params.yaml.keep"
+    backup.write_text(original)
+    params_file.write_text(original.replace("epochs: 13", "epochs: 3"))
+    assert pipeline.restore_interrupted_params(params_file)
+    assert params_file.read_text() == original and "restored from" in capsys.readouterr().out
+    assert not pipeline.restore_interrupted_params(params_file)  # nothing left to restore

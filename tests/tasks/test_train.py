@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from tasks import split, train
+from tasks import sources, train
 from tasks.models import build_model
-from tests.conftest import ROOT, class_images, with_changes, write_prepared_split
+from tests.conftest import ROOT, two_fold_data, with_changes
 
 CLASSES = ["red", "green", "blue", "grey"]
 
@@ -19,13 +20,7 @@ CLASSES = ["red", "green", "blue", "grey"]
 @pytest.fixture
 def tiny(tmp_path, params):
     """A 4-class, 16x16 data set of 160 images, split into 2 folds; fast settings."""
-    pixels, labels = class_images(len(CLASSES), 40, size=16)
-    paths = train.FoldPaths(prepared=tmp_path / "prepared" / "train.parquet", splits=tmp_path / "splits",
-                            models=tmp_path / "models", logs=tmp_path / "logs",
-                            checkpoints=tmp_path / "checkpoints")
-    write_prepared_split(paths.prepared, CLASSES, pixels, labels)
-    split_params = with_changes(params, split={"folds": 2}).split
-    split.write_splits(split.make_splits(labels, CLASSES, split_params, 0), paths.splits)
+    paths, _, _ = two_fold_data(tmp_path, params, CLASSES, 40, size=16)
     fast = with_changes(params, train={"models": ("cnn_blog",), "epochs": 3, "batch_size": 32,
                                        "device": "cpu", "lr": 0.05})
     return fast, paths
@@ -77,6 +72,20 @@ def test_nan_loss_names_model_fold_and_epoch(tiny):
         train.train_fold("ann", 1, 1, p.train, p.augment, paths)
 
 
+def test_nan_validation_loss_stops_the_fold_like_a_diverged_training_loss(tiny, monkeypatch):
+    params, paths = tiny
+    real = train.evaluate
+
+    def nan_on_validation(model, data, ids, batch_size):
+        loss, acc = real(model, data, ids, batch_size)
+        return float("nan"), acc
+
+    monkeypatch.setattr(train, "evaluate", nan_on_validation)
+    with pytest.raises(train.TrainingDiverged, match=r"ann fold 0: validation loss is nan at epoch 1"):
+        train.train_fold("ann", 0, 1, params.train, params.augment, paths)
+    assert not paths.out_dir("ann", 0).exists()  # no weights without a best epoch
+
+
 def test_finished_fold_is_restored_not_retrained(tiny, capsys):
     params, paths = tiny
     first = train.train_fold("cnn_blog", 0, 1, params.train, params.augment, paths)
@@ -93,6 +102,38 @@ def test_changed_parameters_do_not_reuse_a_checkpoint(tiny, capsys):
     train.train_fold("cnn_blog", 0, 1, other.train, other.augment, paths)
     assert "finished earlier" not in capsys.readouterr().out
     assert len(list((paths.checkpoints / "cnn_blog" / "fold_0").iterdir())) == 1  # the stale one went
+
+
+@pytest.fixture
+def code_copy(tmp_path, monkeypatch):
+    """The project's sources copied aside, and checkpoint keys computed from the copy."""
+    root = tmp_path / "code"
+    for package in ("flows", "tasks"):
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(sources, "ROOT", root)
+    return root
+
+
+def test_changed_training_code_trains_again(tiny, code_copy, capsys):
+    params, paths = tiny
+    first = train.train_fold("cnn_blog", 0, 1, params.train, params.augment, paths)
+    with open(code_copy / "tasks" / "augment.py", "a") as f:
+        f.write("\n# a fix to the augmentation\n")
+    again = train.train_fold("cnn_blog", 0, 1, params.train, params.augment, paths)
+    out = capsys.readouterr().out
+    assert "finished earlier" not in out and "cnn_blog fold 0 epoch 3/3" in out
+    assert again["checkpoint"] != first["checkpoint"]
+
+
+def test_scheduling_keys_reuse_the_finished_checkpoint(tiny, code_copy, capsys):
+    params, paths = tiny
+    first = train.train_fold("cnn_blog", 0, 1, params.train, params.augment, paths)
+    with open(code_copy / "flows" / "train.py", "a") as f:  # how folds are scheduled, not trained
+        f.write("\n# another task runner\n")
+    other = with_changes(params, train={"parallel": 2, "task_runner": "processes", "retries": 3,
+                                        "models": ("ann", "cnn_blog")})
+    again = train.train_fold("cnn_blog", 0, 1, other.train, other.augment, paths)
+    assert "finished earlier" in capsys.readouterr().out and again == first
 
 
 def test_killed_training_resumes_from_its_checkpoint(tiny, tmp_path):
@@ -124,13 +165,22 @@ def test_killed_training_resumes_from_its_checkpoint(tiny, tmp_path):
     done = len(state["history"])
     assert 1 <= done < 6 and not state.get("finished")
     resumed = train.train_fold("cnn_blog", 0, 1, p.train, p.augment, paths, threads=1)
-    history = pd.read_csv(paths.out_dir("cnn_blog", 0) / "history.csv")
+    out = paths.out_dir("cnn_blog", 0)
+    history = pd.read_csv(out / "history.csv")
+    weights = torch.load(out / "weights.pt", weights_only=True)["state_dict"]
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
 
-    # Resuming is exact: the same result as a run that was never interrupted.
+    # Resuming is exact: the same history, metrics and weights as a run never interrupted.
     subprocess.run(["rm", "-rf", str(paths.checkpoints), str(paths.models)], check=True)
     straight = train.train_fold("cnn_blog", 0, 1, p.train, p.augment, paths, threads=1)
-    assert resumed["val_loss"] == straight["val_loss"] and resumed["val_acc"] == straight["val_acc"]
+    timing = ["seconds", "images_per_s"]  # wall-clock figures, the only columns allowed to differ
+    pd.testing.assert_frame_equal(history.drop(columns=timing),
+                                  pd.read_csv(out / "history.csv").drop(columns=timing))
+    assert {k: v for k, v in resumed.items() if k not in ("train_seconds", *timing)} == {
+        k: v for k, v in straight.items() if k not in ("train_seconds", *timing)}
+    straight_weights = torch.load(out / "weights.pt", weights_only=True)["state_dict"]
+    assert weights.keys() == straight_weights.keys()
+    assert all(torch.equal(weights[k], straight_weights[k]) for k in weights)
 
 
 def test_class_weights_reach_the_loss(tiny):
