@@ -17,6 +17,7 @@ from flows.common import stage_main, step
 from tasks import train
 from tasks.config import AugmentParams, TrainParams, load_params
 from tasks.io import write_json
+from tasks.models import check_names
 
 METRICS_FILE = "metrics/train.json"
 
@@ -76,6 +77,7 @@ def train_flow(params: TrainParams, augment: AugmentParams, seed: int,
 
 def main() -> None:
     params = load_params()
+    check_names(params.train.models)
     flow_ = train_flow.with_options(task_runner=task_runner(params.train))
     flow_(params.train, params.augment, params.base.seed)
 

@@ -6,10 +6,12 @@ float batch (N, 3, S, S) to logits (N, classes). Softmax lives in the loss, as u
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
+
+from tasks.config import PARAMS_FILE, ParamsError
 
 Builder = Callable[[int, int, str], nn.Module]
 MODELS: dict[str, Builder] = {}
@@ -22,6 +24,15 @@ def register(name: str) -> Callable[[Builder], Builder]:
         return builder
 
     return add
+
+
+def check_names(names: Iterable[str], origin: str = str(PARAMS_FILE)) -> None:
+    """`train.models` against the registry, with the error every invalid parameter gets."""
+    names = list(names)
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        raise ParamsError(f"{origin}: invalid parameters:\n  train.models = {list(names)!r}: "
+                          f"unknown model {unknown}; valid: {sorted(MODELS)}")
 
 
 def build_model(name: str, classes: int, image_size: int, activation: str = "relu") -> nn.Module:

@@ -55,14 +55,19 @@ def test_a_split_parameter_reruns_split_onwards_only(prefect_server, project):
     assert "Running stage 'split'" in out and "Running stage 'train'" in out
 
 
-def test_bad_params_stop_before_any_work(project):
+@pytest.mark.parametrize(("stage", "section", "key", "value"), [
+    ("download", "split", "folds", 1),  # any invalid value stops every stage, even one that never reads it
+    ("train", "train", "models", ["cnn", "gpt"]),  # the registry is checked when training starts
+])
+def test_bad_params_stop_before_any_work(project, stage, section, key, value):
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["models"] = ["cnn", "gpt"]
+    params[section][key] = value
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        done = subprocess.run([sys.executable, "-m", "flows.download"], cwd=project, capture_output=True,
+        done = subprocess.run([sys.executable, "-m", f"flows.{stage}"], cwd=project, capture_output=True,
                               text=True)
     finally:
         run(project, "git", "checkout", "params.yaml")
     assert done.returncode != 0
-    assert "params.yaml: invalid parameters" in done.stderr and "'gpt'" in done.stderr
+    assert "error: params.yaml: invalid parameters:" in done.stderr
+    assert f"{section}.{key} = {value!r}" in done.stderr and "Traceback" not in done.stderr

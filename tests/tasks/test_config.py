@@ -1,4 +1,7 @@
 import copy
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -34,12 +37,29 @@ def test_impossible_values_name_key_and_value(raw_params, section, key, value, w
     assert words in str(error.value)
 
 
-def test_unknown_model_lists_the_valid_ones(raw_params):
+def test_unknown_model_lists_the_valid_ones():
+    from tasks.models import check_names
+
     with pytest.raises(ParamsError) as error:
-        parse_params(_break(raw_params, "train", "models", ["cnn", "transformer"]))
+        check_names(["cnn", "transformer"])
     message = str(error.value)
-    assert "train.models" in message and "transformer" in message
+    assert message.startswith("params.yaml: invalid parameters")
+    assert "train.models = ['cnn', 'transformer']" in message and "['transformer']" in message
     assert "resnet18" in message and "cnn_blog" in message
+    check_names(["ann", "cnn"])  # registered names pass
+
+
+def test_reading_params_does_not_import_torch():
+    """Every stage reads params.yaml; only the ones that need torch should pay its import."""
+    code = ("import sys\nfrom tasks.config import load_params\nload_params()\n"
+            "print(sorted(m for m in ('torch', 'tasks.models') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_model_listed_twice(raw_params):
+    with pytest.raises(ParamsError, match=re.escape("train.models = ['cnn', 'cnn']: Value error, lists a model twice")):
+        parse_params(_break(raw_params, "train", "models", ["cnn", "cnn"]))
 
 
 def test_unknown_key_is_an_error(raw_params):
