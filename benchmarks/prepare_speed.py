@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.download import RAW_DIR
+from tasks.paths import Paths
 from tasks.prepare import read_archive, write_prepared
 
 
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     args = parser.parse_args()
     started = time.perf_counter()
-    data = read_archive(RAW_DIR, args.size, args.workers)
+    data = read_archive(Paths().raw, args.size, args.workers)
     decoded = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         summary = write_prepared(data, Path(tmp))

@@ -9,6 +9,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.errors import PipelineError
+from tasks.paths import Paths
+
+PATHS = Paths()  # the project's own layout; tests pass a Paths under a temporary folder
 
 
 def step(fn: Callable, **options):

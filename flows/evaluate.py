@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import stage_main, step
-from tasks import evaluate
+from flows.common import PATHS, stage_main, step
+from tasks import evaluate, prepare
 from tasks.config import EvaluateParams, load_params
+from tasks.paths import Paths
 
-read_test = step(evaluate.read_test)
+read_test = step(prepare.read_test)
 evaluate_model = step(evaluate.evaluate_model, task_run_name="evaluate-{model}")
 compare = step(evaluate.compare)
 write_outputs = step(evaluate.write_outputs)
-PATHS = evaluate.EvalPaths()
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(params: EvaluateParams, models: tuple[str, ...],
-                  paths: evaluate.EvalPaths = PATHS) -> dict:
-    test = read_test(paths.test)
-    results = [evaluate_model(model, paths.models, test, params) for model in models]
+                  paths: Paths = PATHS) -> dict:
+    test = read_test(paths.prepared_test)
+    results = [evaluate_model(model, paths, test, params) for model in models]
     comparisons = compare(results, test.labels)
     return write_outputs(results, comparisons, test, params, paths)
 

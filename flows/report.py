@@ -9,27 +9,27 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.common import stage_main, step
+from flows.common import PATHS, stage_main, step
 from tasks import report
 from tasks.config import ReportParams, load_params
+from tasks.paths import Paths
 
 load_inputs = step(report.load_inputs)
 build_report = step(report.build_report)
 write_report = step(report.write_report)
-PATHS = report.ReportPaths()
 
 
 @flow(name="report", log_prints=True)
 def report_flow(params: ReportParams, models: tuple[str, ...], seed: int,
-                paths: report.ReportPaths = PATHS) -> report.Report:
+                paths: Paths = PATHS) -> report.Report:
     inputs = load_inputs(models, paths)
     built = build_report(inputs, params, seed)
-    html_path = write_report(built, paths.out)
+    html_path = write_report(built, paths)
     create_table_artifact(table=built.headline, key="evaluation-headline",
                           description=report.HEADLINE_NOTE)
     create_markdown_artifact(markdown=built.markdown, key="evaluation-report",
                              description=f"The report's Markdown summary; figures: {html_path}")
-    print(f"wrote {html_path} and {paths.out / 'report.md'}")
+    print(f"wrote {html_path} and {paths.report_md}")
     return built
 
 

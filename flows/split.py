@@ -6,10 +6,10 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.common import stage_main, step
+from flows.common import PATHS, stage_main, step
 from tasks import split
 from tasks.config import SplitParams, load_params
-from tasks.prepare import PREPARED_DIR
+from tasks.paths import Paths
 from tasks.prepare import read_labels as _read_labels
 
 read_labels = step(_read_labels)
@@ -18,11 +18,10 @@ write_splits = step(split.write_splits)
 
 
 @flow(name="split", log_prints=True)
-def split_flow(params: SplitParams, seed: int, prepared: Path = PREPARED_DIR / "train.parquet",
-               out_dir: Path = split.SPLITS_DIR) -> Path:
-    labels, classes = read_labels(prepared)
+def split_flow(params: SplitParams, seed: int, paths: Paths = PATHS) -> Path:
+    labels, classes = read_labels(paths.prepared_train)
     splits = make_splits(labels, classes, params, seed)
-    return write_splits(splits, out_dir)
+    return write_splits(splits, paths)
 
 
 def main() -> None:

@@ -13,13 +13,12 @@ import os
 from prefect import flow
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from flows.common import stage_main, step
+from flows.common import PATHS, stage_main, step
 from tasks import train
 from tasks.config import AugmentParams, TrainParams, load_params
 from tasks.io import write_json
 from tasks.models import check_names
-
-METRICS_FILE = "metrics/train.json"
+from tasks.paths import Paths
 
 
 def _not_diverged(task, task_run, state) -> bool:
@@ -53,7 +52,7 @@ def task_runner(p: TrainParams):
 
 @flow(name="train", log_prints=True)
 def train_flow(params: TrainParams, augment: AugmentParams, seed: int,
-               paths: train.FoldPaths = train.DEFAULT_PATHS, metrics_file: str = METRICS_FILE) -> dict:
+               paths: Paths = PATHS) -> dict:
     # Parallel folds share the cores: give each its slice so they do not oversubscribe them.
     threads = max(1, (os.cpu_count() or 1) // params.parallel)
     folds = fold_count(paths)
@@ -71,7 +70,7 @@ def train_flow(params: TrainParams, augment: AugmentParams, seed: int,
     if failed:
         raise RuntimeError("training failed for " + "; ".join(failed))
     summary = train.summarize(results)
-    write_json(metrics_file, summary)
+    write_json(paths.train_metrics, summary)
     return summary
 
 

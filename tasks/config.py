@@ -57,8 +57,14 @@ class SplitParams(_Section):
     balancing: Literal["none", "oversample", "class_weight"]
 
 
+def _scheduling(**constraints):
+    """A key that decides how the train stage runs, not what a (model, fold) pair learns: a new
+    value re-runs the stage, which restores finished pairs from their checkpoints."""
+    return Field(json_schema_extra={"scheduling": True}, **constraints)
+
+
 class TrainParams(_Section):
-    models: tuple[str, ...] = Field(min_length=1)
+    models: tuple[str, ...] = _scheduling(min_length=1)  # which pairs exist, not how one trains
     activation: Literal["relu", "gelu", "silu"]
     l2: float = Field(ge=0)
     label_smoothing: float = Field(ge=0, lt=1)
@@ -75,10 +81,16 @@ class TrainParams(_Section):
     patience: int = Field(ge=1)
     input_scaling: Literal["standardize", "divide255"]
     device: Literal["auto", "cpu", "cuda"]
-    parallel: int = Field(ge=1)
-    task_runner: Literal["threads", "processes", "dask"]
-    dask_address: str
-    retries: int = Field(ge=0)
+    parallel: int = _scheduling(ge=1)
+    task_runner: Literal["threads", "processes", "dask"] = _scheduling()
+    dask_address: str = _scheduling()
+    retries: int = _scheduling(ge=0)
+
+    def recipe(self) -> dict:
+        """Every value that decides what one (model, fold) pair learns: the keys not `_scheduling`."""
+        fields = type(self).model_fields
+        return {k: v for k, v in self.model_dump().items()
+                if not (fields[k].json_schema_extra or {}).get("scheduling")}
 
     @field_validator("models", mode="before")
     @classmethod

@@ -25,8 +25,6 @@ from tasks.config import DataParams
 from tasks.errors import PipelineError
 from tasks.io import atomic_path, write_json
 
-RAW_DIR = Path("data/raw")
-PARTIAL_DIR = Path("data/raw.partial")  # outside DVC's outputs, so a retry can resume
 CHUNK = 1 << 20
 
 
@@ -142,7 +140,7 @@ def _http_download(url: str, partial: Path, verifiable: bool) -> None:
         raise DownloadError(f"{url}: connection closed after {partial.stat().st_size} of {total} bytes")
 
 
-def fetch_archive(source: Source, partial_dir: Path = PARTIAL_DIR) -> Path:
+def fetch_archive(source: Source, partial_dir: Path) -> Path:
     """Return a local, checksum-verified copy of the source archive in `partial_dir`."""
     partial_dir.mkdir(parents=True, exist_ok=True)
     partial = partial_dir / (source.filename + ".part")
@@ -169,7 +167,7 @@ def check_archive(partial: Path, source: Source) -> Layout:
         raise ArchiveError(str(exc).replace(str(partial), source.location)) from None
 
 
-def publish(partial: Path, source: Source, layout: Layout, raw_dir: Path = RAW_DIR) -> Path:
+def publish(partial: Path, source: Source, layout: Layout, raw_dir: Path) -> Path:
     """Replace `raw_dir` with the verified archive and its `source.json`, in one rename."""
     with atomic_path(raw_dir, directory=True) as tmp:
         archive = tmp / source.filename

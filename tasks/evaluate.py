@@ -3,7 +3,7 @@
 Per fold: accuracy, loss, expected calibration error, scikit-learn's classification report and the
 confusion matrix. Per model: mean ± std over folds and the fold ensemble (mean of the folds'
 softmax outputs). Between models: a paired t-test on the per-fold accuracies and McNemar's test
-on the ensembles' predictions. Steps: `read_test` -> `evaluate_model` (one per model) ->
+on the ensembles' predictions. Steps: `prepare.read_test` -> `evaluate_model` (one per model) ->
 `compare` -> `write_outputs` (wired in flows/evaluate.py).
 """
 
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 from scipy import stats
 from sklearn.metrics import classification_report, confusion_matrix
@@ -24,42 +23,13 @@ from torch import nn
 from tasks.config import EvaluateParams
 from tasks.io import atomic_path, write_csv, write_json, write_parquet
 from tasks.models import build_model
-from tasks.prepare import PREPARED_DIR, read_prepared
-from tasks.train import MODELS_DIR, pick_device, to_input
+from tasks.paths import Paths
+from tasks.prepare import TestSet
+from tasks.train import pick_device, to_input
 
-EVAL_DIR = Path("eval")
-METRICS_FILE = Path("metrics/evaluate.json")
 # McNemar: below this many discordant pairs the chi-square approximation is poor, so the exact
 # binomial test is used instead (the usual rule of thumb).
 EXACT_BELOW = 25
-
-
-@dataclass(frozen=True)
-class EvalPaths:
-    test: Path = PREPARED_DIR / "test.parquet"
-    models: Path = MODELS_DIR
-    out: Path = EVAL_DIR
-    metrics: Path = METRICS_FILE
-
-    @property
-    def predictions(self) -> Path:
-        return self.out / "predictions"
-
-    @property
-    def plots(self) -> Path:
-        return self.out / "plots"
-
-    @property
-    def details(self) -> Path:
-        return self.out / "details.json"
-
-
-@dataclass
-class TestSet:
-    ids: np.ndarray  # (N,) the prepared table's `id` column
-    pixels: np.ndarray  # (N, S, S, 3) uint8
-    labels: np.ndarray  # (N,) int64
-    classes: list[str]
 
 
 @dataclass
@@ -71,22 +41,6 @@ class ModelResult:
 
 
 # ----------------------------------------------------------------------------- inputs
-
-def read_test(path: Path) -> TestSet:
-    """The prepared test split, with its image ids."""
-    pixels, labels, classes = read_prepared(path)
-    ids = pq.read_table(path, columns=["id"]).column("id").to_numpy().astype(np.int64)
-    return TestSet(ids, pixels, labels, classes)
-
-
-def fold_dirs(models_dir: Path, model: str) -> list[Path]:
-    """`models/<model>/fold_<k>` folders in fold order; an error when training left none."""
-    found = [d for d in (models_dir / model).glob("fold_*") if (d / "weights.pt").exists()]
-    if not found:
-        raise FileNotFoundError(f"{models_dir / model}: no trained fold (fold_<k>/weights.pt); "
-                                f"run the train stage for {model!r} first")
-    return sorted(found, key=lambda d: int(d.name.removeprefix("fold_")))
-
 
 def load_model(weights: Path) -> tuple[nn.Module, dict]:
     """A trained fold's network in eval mode, and the config it was trained with."""
@@ -151,11 +105,11 @@ def score(probs: np.ndarray, labels: np.ndarray, classes: list[str], bins: int) 
     }
 
 
-def evaluate_model(model: str, models_dir: Path, test: TestSet, params: EvaluateParams) -> ModelResult:
+def evaluate_model(model: str, paths: Paths, test: TestSet, params: EvaluateParams) -> ModelResult:
     """Score each of the model's folds and their ensemble on the test set."""
     device = pick_device(params.device)
     folds, total = {}, None
-    for directory in fold_dirs(models_dir, model):
+    for directory in paths.trained_folds(model):
         network, config = load_model(directory / "weights.pt")
         if config["classes"] != test.classes or config["image_size"] != test.pixels.shape[1]:
             raise ValueError(f"{directory}: trained on classes {config['classes']} at "
@@ -298,31 +252,31 @@ def predictions_table(test: TestSet, probabilities: np.ndarray) -> pd.DataFrame:
 
 
 def write_outputs(results: list[ModelResult], comparisons: dict[str, dict], test: TestSet,
-                  params: EvaluateParams, paths: EvalPaths = EvalPaths()) -> dict:
+                  params: EvaluateParams, paths: Paths) -> dict:
     """Predictions (Parquet), DVC plot tables, the details file and the metrics; the metrics."""
     with atomic_path(paths.predictions, directory=True) as tmp:
         for r in results:
             write_parquet(tmp / f"{r.model}.parquet", predictions_table(test, r.probabilities))
-    with atomic_path(paths.plots, directory=True) as tmp:
+    with atomic_path(paths.eval_plots, directory=True) as tmp:
         for r in results:
             # DVC's `confusion` template counts (actual, predicted) pairs itself.
             predicted = np.asarray(test.classes)[r.probabilities.argmax(1)]
-            write_csv(tmp / "confusion" / f"{r.model}.csv",
+            write_csv(tmp / paths.confusion_tables.name / f"{r.model}.csv",
                       pd.DataFrame({"actual": np.asarray(test.classes)[test.labels],
                                     "predicted": predicted}))
             report = r.ensemble["report"]
-            write_csv(tmp / "class_f1" / f"{r.model}.csv", pd.DataFrame({
+            write_csv(tmp / paths.class_f1_tables.name / f"{r.model}.csv", pd.DataFrame({
                 "class": test.classes,
                 "f1": [round(report[c]["f1-score"], 4) for c in test.classes],
                 "precision": [round(report[c]["precision"], 4) for c in test.classes],
                 "recall": [round(report[c]["recall"], 4) for c in test.classes],
             }))
-    write_json(paths.details, {
+    write_json(paths.eval_details, {
         "test_images": len(test.labels), "classes": test.classes, "tta_flip": params.tta_flip,
         "calibration_bins": params.calibration_bins,
         "models": {r.model: {"folds": r.folds, "ensemble": r.ensemble} for r in results},
         "comparisons": comparisons,
     })
     summary = metrics_summary(results, comparisons)
-    write_json(paths.metrics, summary)
+    write_json(paths.eval_metrics, summary)
     return summary

@@ -23,8 +23,8 @@ from PIL import Image, UnidentifiedImageError
 from tasks.archive import OFFICIAL_META, OFFICIAL_TEST, OFFICIAL_TRAIN, ArchiveError, iter_members
 from tasks.download import verify_checksum
 from tasks.io import write_atomic, write_json
+from tasks.paths import Paths
 
-PREPARED_DIR = Path("data/prepared")
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
@@ -200,6 +200,21 @@ def read_prepared(path: Path | str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return pixels, table.column("label").to_numpy().astype(np.int64), classes
 
 
+@dataclass
+class TestSet:
+    ids: np.ndarray  # (N,) the prepared table's `id` column
+    pixels: np.ndarray  # (N, S, S, 3) uint8
+    labels: np.ndarray  # (N,) int64
+    classes: list[str]
+
+
+def read_test(path: Path) -> TestSet:
+    """The prepared test split, with its image ids."""
+    pixels, labels, classes = read_prepared(path)
+    ids = pq.read_table(path, columns=["id"]).column("id").to_numpy().astype(np.int64)
+    return TestSet(ids, pixels, labels, classes)
+
+
 def read_labels(path: Path | str) -> tuple[np.ndarray, list[str]]:
     """(labels (N,) int64, class names) of a prepared split, without reading the pixels."""
     table = pq.read_table(path, columns=["label"])
@@ -219,15 +234,15 @@ def summarize(data: Dataset) -> dict:
     return summary
 
 
-def write_prepared(data: Dataset, out_dir: Path = PREPARED_DIR) -> dict:
+def write_prepared(data: Dataset, paths: Paths) -> dict:
     """Write one Parquet table per split and the summary metric; return the summary."""
     for name in data.skipped:
         print(f"skipped {name}: not an image")
-    for split, part in data.splits.items():
-        table = to_table(part, data.classes)
-        write_atomic(out_dir / f"{split}.parquet", lambda p, t=table: pq.write_table(t, p))
+    for split, target in (("train", paths.prepared_train), ("test", paths.prepared_test)):
+        table = to_table(data.splits[split], data.classes)
+        write_atomic(target, lambda p, t=table: pq.write_table(t, p))
     summary = summarize(data)
-    write_json(out_dir / "summary.json", summary)
-    print(f"{out_dir}: " + ", ".join(f"{s} {summary[s]['images']} images" for s in data.splits)
+    write_json(paths.prepared_summary, summary)
+    print(f"{paths.prepared}: " + ", ".join(f"{s} {summary[s]['images']} images" for s in data.splits)
           + f", {summary['classes']} classes")
     return summary

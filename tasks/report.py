@@ -25,26 +25,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tasks.config import ReportParams
-from tasks.download import RAW_DIR
-from tasks.evaluate import EVAL_DIR, METRICS_FILE, fold_dirs, read_test
 from tasks.io import write_atomic
-from tasks.prepare import PREPARED_DIR
-from tasks.train import MODELS_DIR
+from tasks.paths import Paths
+from tasks.prepare import read_test
 
-REPORTS_DIR = Path("reports")
 COMMAND = "python -m flows.report"  # the `report` stage of `dvc repro`
 RIGHT, WRONG = "#1a7f37", "#cf222e"
-
-
-@dataclass(frozen=True)
-class ReportPaths:
-    metrics: Path = METRICS_FILE
-    details: Path = EVAL_DIR / "details.json"
-    predictions: Path = EVAL_DIR / "predictions"
-    test: Path = PREPARED_DIR / "test.parquet"
-    models: Path = MODELS_DIR
-    source: Path = RAW_DIR / "source.json"
-    out: Path = REPORTS_DIR
 
 
 @dataclass
@@ -85,26 +71,26 @@ def previous_metrics(path: Path) -> dict | None:
         return None
 
 
-def load_inputs(models: tuple[str, ...], paths: ReportPaths = ReportPaths()) -> ReportInputs:
+def load_inputs(models: tuple[str, ...], paths: Paths) -> ReportInputs:
     """Read every file the report is made of."""
     training, histories = {}, {}
     for model in models:
-        folds = fold_dirs(paths.models, model)
+        folds = paths.trained_folds(model)
         training[model] = [json.loads((d / "metrics.json").read_text()) for d in folds]
         histories[model] = {d.name: pd.read_csv(d / "history.csv") for d in folds}
     columns = ["id", "true", "predicted", "confidence"]
-    test = read_test(paths.test)
+    test = read_test(paths.prepared_test)
     return ReportInputs(
         models=list(models),
-        metrics=json.loads(paths.metrics.read_text()),
-        details=json.loads(paths.details.read_text()),
+        metrics=json.loads(paths.eval_metrics.read_text()),
+        details=json.loads(paths.eval_details.read_text()),
         training=training,
         histories=histories,
         predictions={m: pd.read_parquet(paths.predictions / f"{m}.parquet", columns=columns)
                      .set_index("id") for m in models},
         images=pd.Series(list(test.pixels), index=test.ids),
-        source=json.loads(paths.source.read_text()),
-        previous=previous_metrics(paths.metrics),
+        source=json.loads(paths.source_info.read_text()),
+        previous=previous_metrics(paths.eval_metrics),
     )
 
 
@@ -518,7 +504,7 @@ def _strip_tags(text: str) -> str:
     return text.replace("<code>", "`").replace("</code>", "`")
 
 
-def write_report(report: Report, out_dir: Path = REPORTS_DIR) -> Path:
+def write_report(report: Report, paths: Paths) -> Path:
     """Write report.html and report.md atomically; return the HTML's path."""
-    write_atomic(out_dir / "report.md", lambda p: p.write_text(report.markdown))
-    return write_atomic(out_dir / "report.html", lambda p: p.write_text(report.html))
+    write_atomic(paths.report_md, lambda p: p.write_text(report.markdown))
+    return write_atomic(paths.report_html, lambda p: p.write_text(report.html))

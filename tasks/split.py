@@ -20,8 +20,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from tasks.config import SplitParams
 from tasks.io import atomic_path
-
-SPLITS_DIR = Path("data/splits")
+from tasks.paths import Paths
 
 
 @dataclass(frozen=True)
@@ -104,13 +103,13 @@ def make_splits(labels: np.ndarray, classes: list[str], params: SplitParams, see
     return Splits(folds, pd.concat(index_parts, ignore_index=True), pd.DataFrame(count_rows))
 
 
-def write_splits(splits: Splits, out_dir: Path = SPLITS_DIR) -> Path:
-    """Replace `out_dir` with the three split tables in one rename."""
-    with atomic_path(out_dir, directory=True) as tmp:
-        splits.folds.to_parquet(tmp / "folds.parquet", index=False)
-        splits.train_index.to_parquet(tmp / "train_index.parquet", index=False)
-        splits.class_counts.to_csv(tmp / "class_counts.csv", index=False)
+def write_splits(splits: Splits, paths: Paths) -> Path:
+    """Replace the splits folder with the three split tables in one rename."""
+    with atomic_path(paths.splits, directory=True) as tmp:
+        splits.folds.to_parquet(tmp / paths.folds.name, index=False)
+        splits.train_index.to_parquet(tmp / paths.train_index.name, index=False)
+        splits.class_counts.to_csv(tmp / paths.class_counts.name, index=False)
     folds = splits.folds["fold"].nunique()
-    print(f"{out_dir}: {len(splits.folds)} training images in {folds} folds, "
+    print(f"{paths.splits}: {len(splits.folds)} training images in {folds} folds, "
           f"{len(splits.train_index)} fold-training rows after balancing")
-    return out_dir
+    return paths.splits

@@ -26,41 +26,17 @@ from tasks.augment import augment
 from tasks.config import AugmentParams, TrainParams
 from tasks.io import atomic_path, write_csv, write_json
 from tasks.models import build_model, count_parameters, l2_penalty
-from tasks.prepare import PREPARED_DIR, read_prepared
+from tasks.paths import Paths
+from tasks.prepare import read_prepared
 from tasks.sources import source_digest
-from tasks.split import SPLITS_DIR
-
-MODELS_DIR = Path("models")
-LOGS_DIR = Path("logs/train")
-CHECKPOINT_DIR = Path("checkpoints")  # outside DVC's outputs: DVC deletes those before a re-run
-# Keys that decide how one (model, fold) trains; the rest only decide how the stage runs.
-_SCHEDULING_KEYS = {"models", "parallel", "task_runner", "dask_address", "retries"}
 
 
 class TrainingDiverged(RuntimeError):
     """The training or validation loss became NaN or infinite (not worth a retry)."""
 
 
-@dataclass(frozen=True)
-class FoldPaths:
-    prepared: Path = PREPARED_DIR / "train.parquet"
-    splits: Path = SPLITS_DIR
-    models: Path = MODELS_DIR
-    logs: Path = LOGS_DIR
-    checkpoints: Path = CHECKPOINT_DIR
-
-    def out_dir(self, model: str, fold: int) -> Path:
-        return self.models / model / f"fold_{fold}"
-
-    def log_dir(self, model: str, fold: int) -> Path:
-        return self.logs / model / f"fold_{fold}"
-
-
-DEFAULT_PATHS = FoldPaths()
-
-
-def fold_count(paths: FoldPaths) -> int:
-    return int(pd.read_parquet(paths.splits / "folds.parquet", columns=["fold"])["fold"].max()) + 1
+def fold_count(paths: Paths) -> int:
+    return int(pd.read_parquet(paths.folds, columns=["fold"])["fold"].max()) + 1
 
 
 def pick_device(name: str) -> torch.device:
@@ -90,11 +66,11 @@ class FoldData:
     std: torch.Tensor
 
 
-def load_fold(paths: FoldPaths, fold: int, scaling: str, device: torch.device) -> FoldData:
-    pixels, labels, classes = read_prepared(paths.prepared)
-    folds = pd.read_parquet(paths.splits / "folds.parquet")
-    index = pd.read_parquet(paths.splits / "train_index.parquet")
-    counts = pd.read_csv(paths.splits / "class_counts.csv")
+def load_fold(paths: Paths, fold: int, scaling: str, device: torch.device) -> FoldData:
+    pixels, labels, classes = read_prepared(paths.prepared_train)
+    folds = pd.read_parquet(paths.folds)
+    index = pd.read_parquet(paths.train_index)
+    counts = pd.read_csv(paths.class_counts)
     train_ids = index.loc[index["fold"] == fold, "id"].to_numpy(np.int64)
     val_ids = folds.loc[folds["fold"] == fold, "id"].to_numpy(np.int64)
     if not len(train_ids) or not len(val_ids):
@@ -203,16 +179,14 @@ def evaluate(model, data: FoldData, ids: torch.Tensor, batch_size: int) -> tuple
 # ----------------------------------------------------------------------------- checkpoints
 
 def checkpoint_key(model: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams,
-                   paths: FoldPaths, device: torch.device) -> str:
+                   paths: Paths, device: torch.device) -> str:
     """Identifies everything a (model, fold) result depends on: a checkpoint is reused only
     when the key matches, so a changed parameter, data set, training code (every project file
     this module runs, tasks/sources.py), torch version or device never resumes a stale run."""
     h = hashlib.sha256()
-    settings = {k: v for k, v in p.model_dump().items() if k not in _SCHEDULING_KEYS}
-    h.update(json.dumps([model, fold, seed, settings, aug.model_dump(), source_digest(__name__),
+    h.update(json.dumps([model, fold, seed, p.recipe(), aug.model_dump(), source_digest(__name__),
                          torch.__version__, device.type], sort_keys=True).encode())
-    for f in (paths.prepared, paths.splits / "folds.parquet", paths.splits / "train_index.parquet",
-              paths.splits / "class_counts.csv"):
+    for f in (paths.prepared_train, paths.folds, paths.train_index, paths.class_counts):
         with open(f, "rb") as fh:
             h.update(hashlib.file_digest(fh, "sha256").digest())
     return h.hexdigest()[:16]
@@ -275,25 +249,31 @@ def _dvclive(directory: Path):
 
 
 def train_fold(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams,
-               paths: FoldPaths = DEFAULT_PATHS, threads: int | None = None) -> dict:
+               paths: Paths, threads: int | None = None) -> dict:
     """Train one (model, fold) pair and write its outputs; resume or reuse its checkpoint."""
     if threads:
         torch.set_num_threads(threads)
     device = pick_device(p.device)
-    name = f"{model_name} fold {fold}"
     seed = fold_seed(seed, model_name, fold)
-    ckpt_dir = paths.checkpoints / model_name / f"fold_{fold}"
     key = checkpoint_key(model_name, fold, seed, p, aug, paths, device)
-    ckpt_path = ckpt_dir / key / "checkpoint.pt"
-    state = load_checkpoint(ckpt_path)
-    out_dir, log_dir = paths.out_dir(model_name, fold), paths.log_dir(model_name, fold)
+    checkpoint = paths.checkpoints / model_name / f"fold_{fold}" / key / "checkpoint.pt"
+    state = load_checkpoint(checkpoint)
     if state is not None and state.get("finished"):
-        print(f"{name}: finished earlier (checkpoint {key}); restoring its outputs")
-        return _publish(out_dir, log_dir, state, _dvclive)
-    for stale in ckpt_dir.glob("*"):
-        if stale.name != key:
-            shutil.rmtree(stale, ignore_errors=True)
+        print(f"{model_name} fold {fold}: finished earlier (checkpoint {key}); restoring its outputs")
+    else:
+        for stale in checkpoint.parent.parent.glob("*"):  # other keys: other params, data or code
+            if stale.name != key:
+                shutil.rmtree(stale, ignore_errors=True)
+        state = fit(model_name, fold, seed, p, aug, paths, device, checkpoint, state)
+        save_checkpoint(checkpoint, state)  # small: the optimizer state is no longer needed
+    return _publish(paths.fold_dir(model_name, fold), paths.fold_log_dir(model_name, fold), state, _dvclive)
 
+
+def fit(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams, paths: Paths,
+        device: torch.device, checkpoint: Path, resume: dict | None) -> dict:
+    """The epoch loop with early stopping, from the start or from `resume`, saving `checkpoint`
+    after each epoch; returns the final state (best weights, history, metrics, config)."""
+    name = f"{model_name} fold {fold}"
     data = load_fold(paths, fold, p.input_scaling, device)
     torch.manual_seed(seed)
     model = build_model(model_name, len(data.classes), data.images.shape[-1], p.activation)
@@ -305,13 +285,13 @@ def train_fold(model_name: str, fold: int, seed: int, p: TrainParams, aug: Augme
     history: list[dict] = []
     best = {"val_loss": math.inf, "epoch": -1, "state": None}
     elapsed = 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _restore_rng(state["rng"], generator, device)
-        history, best, elapsed = state["history"], state["best"], state["elapsed"]
-        print(f"{name}: resuming after epoch {len(history)} (checkpoint {key})")
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        _restore_rng(resume["rng"], generator, device)
+        history, best, elapsed = resume["history"], resume["best"], resume["elapsed"]
+        print(f"{name}: resuming after epoch {len(history)} (checkpoint {checkpoint.parent.name})")
 
     stop_reason = "max epochs"
     for epoch in range(len(history) + 1, p.epochs + 1):
@@ -342,12 +322,21 @@ def train_fold(model_name: str, fold: int, seed: int, p: TrainParams, aug: Augme
             stop_reason = f"no validation-loss improvement for {p.patience} epochs"
             break
         if epoch < p.epochs:
-            save_checkpoint(ckpt_path, {
+            save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": _rng_state(generator, device),
                 "history": history, "best": best, "elapsed": elapsed,
             })
+    print(f"{name}: best val acc {history[best['epoch'] - 1]['val/acc']:.4f} at epoch {best['epoch']} "
+          f"({stop_reason})")
+    return _final_state(model_name, fold, model, data, history, best, elapsed, stop_reason, device,
+                        checkpoint.parent.name, p.activation)
 
+
+def _final_state(model_name: str, fold: int, model: nn.Module, data: FoldData, history: list[dict],
+                 best: dict, elapsed: float, stop_reason: str, device: torch.device, key: str,
+                 activation: str) -> dict:
+    """What a finished pair keeps: best weights, the config to rebuild it, history, metrics."""
     best_row = history[best["epoch"] - 1]
     metrics = {
         "model": model_name, "fold": fold, "best_epoch": best["epoch"], "epochs": len(history),
@@ -357,13 +346,10 @@ def train_fold(model_name: str, fold: int, seed: int, p: TrainParams, aug: Augme
         "parameters": count_parameters(model), "device": device.type, "checkpoint": key,
     }
     config = {"model": model_name, "classes": data.classes, "image_size": int(data.images.shape[-1]),
-              "activation": p.activation, "mean": data.mean.flatten().tolist(),
+              "activation": activation, "mean": data.mean.flatten().tolist(),
               "std": data.std.flatten().tolist()}
-    final = {"finished": True, "best_state": best["state"], "history": history,
-             "metrics": metrics, "config": config}
-    save_checkpoint(ckpt_path, final)  # small: the optimizer state is no longer needed
-    print(f"{name}: best val acc {metrics['val_acc']:.4f} at epoch {best['epoch']} ({stop_reason})")
-    return _publish(out_dir, log_dir, final, _dvclive)
+    return {"finished": True, "best_state": best["state"], "history": history, "metrics": metrics,
+            "config": config}
 
 
 def summarize(results: list[dict]) -> dict:

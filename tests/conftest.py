@@ -20,6 +20,7 @@ import yaml
 from PIL import Image
 
 from tasks.config import Params, parse_params
+from tasks.paths import Paths
 from tasks.prepare import Split, to_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,14 +222,13 @@ def serve():
 def two_fold_data(root: Path, params: Params, classes: list[str], per_class: int, size: int):
     """What the train stage reads, under `root`: class-coloured images split into 2 folds.
     Returns the train stage's paths, the pixels and the labels."""
-    from tasks import split, train
+    from tasks import split
 
     pixels, labels = class_images(len(classes), per_class, size=size)
-    paths = train.FoldPaths(prepared=root / "prepared" / "train.parquet", splits=root / "splits",
-                            models=root / "models", logs=root / "logs", checkpoints=root / "checkpoints")
-    write_prepared_split(paths.prepared, classes, pixels, labels)
+    paths = Paths(root)
+    write_prepared_split(paths.prepared_train, classes, pixels, labels)
     split.write_splits(split.make_splits(labels, classes, with_changes(params, split={"folds": 2}).split, 0),
-                       paths.splits)
+                       paths)
     return paths, pixels, labels
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tasks import evaluate, report
+from tasks import evaluate
 from tasks.config import EvaluateParams, ReportParams
 from tasks.models import build_model
+from tasks.paths import Paths
+from tasks.prepare import read_test
 from tests.conftest import class_images, write_prepared_split
 
 CLASSES = ["red", "green", "blue", "grey"]
@@ -67,23 +69,10 @@ def write_pipeline_inputs(root: Path, models=("ann", "cnn"), folds: int = 2) -> 
             write_fold(root / "models", model, fold)
 
 
-def eval_paths(root: Path) -> evaluate.EvalPaths:
-    return evaluate.EvalPaths(test=root / "data/prepared/test.parquet", models=root / "models",
-                              out=root / "eval", metrics=root / "metrics/evaluate.json")
-
-
-def report_paths(root: Path) -> report.ReportPaths:
-    return report.ReportPaths(metrics=root / "metrics/evaluate.json",
-                              details=root / "eval/details.json",
-                              predictions=root / "eval/predictions",
-                              test=root / "data/prepared/test.parquet", models=root / "models",
-                              source=root / "data/raw/source.json", out=root / "reports")
-
-
 def run_evaluation(root: Path, models=("ann", "cnn")) -> dict:
     """The evaluate stage's steps, in process, on the files under `root`; the metrics."""
-    paths = eval_paths(root)
-    test = evaluate.read_test(paths.test)
-    results = [evaluate.evaluate_model(m, paths.models, test, EVALUATE) for m in models]
+    paths = Paths(root)
+    test = read_test(paths.prepared_test)
+    results = [evaluate.evaluate_model(m, paths, test, EVALUATE) for m in models]
     return evaluate.write_outputs(results, evaluate.compare(results, test.labels), test, EVALUATE,
                                   paths)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tasks import sources
+from tasks.paths import Paths
 from tests.conftest import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -63,3 +64,20 @@ def test_imports_are_followed_everywhere_and_transitively(tmp_path):
 def test_an_unknown_module_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="flows.nothing: not a module of the project"):
         sources.imported_modules("flows.nothing", tmp_path)
+
+
+def _named(entries) -> list[str]:
+    """Paths of a deps/outs/metrics list, whose items are strings or {path: options}."""
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries or []]
+
+
+def test_every_data_path_in_dvc_yaml_is_one_of_the_pipelines_paths():
+    """tasks/paths.py is the one home of each path: dvc.yaml may only name those."""
+    known = {str(getattr(Paths(), name)) for name, value in vars(Paths).items() if isinstance(value, property)}
+    named = {p for stage in STAGES.values() for key in ("deps", "outs", "metrics")
+             for p in _named(stage.get(key)) if not p.endswith(".py")}
+    for plot in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]:
+        for name, spec in plot.items():  # a path, or a title with the paths under `y`
+            y = (spec or {}).get("y")
+            named |= set(y) if isinstance(y, dict) else {name}
+    assert named - known == set(), f"dvc.yaml names paths that tasks/paths.py does not: {sorted(named - known)}"

@@ -5,16 +5,17 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from flows.evaluate import evaluate_flow
 from flows.report import report_flow
-from tests.evaluation_data import EVALUATE, REPORT, eval_paths, report_paths, write_pipeline_inputs
+from tasks.paths import Paths
+from tests.evaluation_data import EVALUATE, REPORT, write_pipeline_inputs
 
 
 def test_evaluate_then_report_publish_files_and_artifacts(prefect_server, tmp_path):
     write_pipeline_inputs(tmp_path)
-    summary = evaluate_flow(EVALUATE, ("ann", "cnn"), eval_paths(tmp_path))
+    summary = evaluate_flow(EVALUATE, ("ann", "cnn"), Paths(tmp_path))
     assert set(summary) == {"ann", "cnn", "comparison"}
     assert (tmp_path / "eval/predictions/cnn.parquet").exists()
 
-    state = report_flow(REPORT, ("ann", "cnn"), 42, report_paths(tmp_path), return_state=True)
+    state = report_flow(REPORT, ("ann", "cnn"), 42, Paths(tmp_path), return_state=True)
     built = state.result()
     assert (tmp_path / "reports/report.html").read_text() == built.html
     assert (tmp_path / "reports/report.md").read_text() == built.markdown

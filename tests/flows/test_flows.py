@@ -19,6 +19,7 @@ from flows.split import split_flow
 from flows.train import task_runner, train_flow
 from tasks import train
 from tasks.download import ChecksumError
+from tasks.paths import Paths
 from tasks.prepare import CIFAR10_CLASSES, read_prepared
 from tests.conftest import (
     ROOT,
@@ -35,12 +36,12 @@ CLASSES = ["red", "green", "blue", "grey"]
 def test_data_stages_chain(prefect_server, params, tmp_path):
     archive = write_tar(tmp_path / "a.tar.gz", image_folder_files(per_class=(10, 2)))
     data = params.data.model_copy(update={"source": str(archive), "checksum": ""})
-    raw = download_flow(data, tmp_path / "raw")
-    summary = prepare_flow(data, raw, tmp_path / "prepared")
+    paths = Paths(tmp_path)
+    download_flow(data, paths)
+    summary = prepare_flow(data, paths)
     assert summary["train"]["images"] == 30
-    out = split_flow(with_changes(params, split={"folds": 2}).split, 0,
-                     tmp_path / "prepared" / "train.parquet", tmp_path / "splits")
-    assert set(pd.read_parquet(out / "folds.parquet")["fold"]) == {0, 1}
+    split_flow(with_changes(params, split={"folds": 2}).split, 0, paths)
+    assert set(pd.read_parquet(paths.folds)["fold"]) == {0, 1}
 
 
 def test_official_archive_from_the_fallback_url_with_its_md5(prefect_server, params, tmp_path, serve):
@@ -51,14 +52,15 @@ def test_official_archive_from_the_fallback_url_with_its_md5(prefect_server, par
     data = params.data.model_copy(update={
         "source": str(tmp_path / "no-mirror" / "cifar-10-jpeg.tar.gz"),
         "fallback_source": url, "fallback_checksum": "md5:" + hashlib.md5(archive.read_bytes()).hexdigest()})
-    raw = download_flow(data, tmp_path / "raw")
-    assert json.loads((raw / "source.json").read_text())["source"] == url
-    summary = prepare_flow(data, raw, tmp_path / "prepared")
+    paths = Paths(tmp_path)
+    download_flow(data, paths)
+    assert json.loads(paths.source_info.read_text())["source"] == url
+    summary = prepare_flow(data, paths)
     assert summary["train"]["images"] == 30 and summary["test"]["images"] == 6
 
     # The batches as any CIFAR-10 loader reads them: rows of 3072 bytes, channel planes first.
     batches = [pickle.loads(files[f"cifar-10-batches-py/data_batch_{i}"], encoding="bytes") for i in range(1, 6)]
-    pixels, labels, classes = read_prepared(tmp_path / "prepared" / "train.parquet")
+    pixels, labels, classes = read_prepared(paths.prepared_train)
     expected = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     assert np.array_equal(pixels, expected)
     assert labels.tolist() == [label for b in batches for label in b[b"labels"]]
@@ -66,8 +68,8 @@ def test_official_archive_from_the_fallback_url_with_its_md5(prefect_server, par
 
     wrong = data.model_copy(update={"fallback_checksum": "md5:" + "0" * 32, "download_retries": 1})
     with pytest.raises(ChecksumError, match=r"cifar-10-python.tar.gz.part: md5 is [0-9a-f]{32}, expected 0{32}"):
-        download_flow(wrong, tmp_path / "raw")
-    assert json.loads((raw / "source.json").read_text())["source"] == url  # the good copy stays
+        download_flow(wrong, paths)
+    assert json.loads(paths.source_info.read_text())["source"] == url  # the good copy stays
 
 
 def test_a_download_that_keeps_failing_ends_with_one_line(prefect_server, tmp_path, serve, raw_params):
@@ -97,23 +99,23 @@ def tiny(tmp_path, params):
 
 def test_every_model_and_fold_is_trained_and_summarised(prefect_server, tiny, tmp_path):
     params, paths = tiny
-    summary = train_flow(params.train, params.augment, 0, paths, str(tmp_path / "train.json"))
+    summary = train_flow(params.train, params.augment, 0, paths)
     assert set(summary) == {"ann", "cnn_blog"}
     assert set(summary["ann"]["folds"]) == {"fold_0", "fold_1"}
-    assert json.loads((tmp_path / "train.json").read_text()) == summary
-    assert (paths.out_dir("cnn_blog", 1) / "weights.pt").exists()
+    assert json.loads(paths.train_metrics.read_text()) == summary
+    assert (paths.fold_dir("cnn_blog", 1) / "weights.pt").exists()
 
 
 def test_a_failed_fold_does_not_stop_the_others(prefect_server, tiny, tmp_path):
     params, paths = tiny
-    counts = pd.read_csv(paths.splits / "class_counts.csv")
+    counts = pd.read_csv(paths.class_counts)
     counts.loc[counts["fold"] == 1, "loss_weight"] = float("nan")  # fold 1's loss becomes NaN
-    counts.to_csv(paths.splits / "class_counts.csv", index=False)
+    counts.to_csv(paths.class_counts, index=False)
     p = with_changes(params, train={"models": ("ann",)})
     with pytest.raises(RuntimeError, match=r"training failed for ann fold 1: .*loss is nan at epoch 1"):
-        train_flow(p.train, p.augment, 0, paths, str(tmp_path / "train.json"))
-    assert (paths.out_dir("ann", 0) / "metrics.json").exists()
-    assert not (tmp_path / "train.json").exists()
+        train_flow(p.train, p.augment, 0, paths)
+    assert (paths.fold_dir("ann", 0) / "metrics.json").exists()
+    assert not paths.train_metrics.exists()
 
 
 def test_dask_runner_with_a_local_cluster_of_worker_processes(prefect_server, tiny, tmp_path):
@@ -121,8 +123,7 @@ def test_dask_runner_with_a_local_cluster_of_worker_processes(prefect_server, ti
     p = with_changes(params, train={"models": ("ann",), "task_runner": "dask"})
     runner = task_runner(p.train)
     assert runner.cluster_kwargs["processes"] is True
-    summary = train_flow.with_options(task_runner=runner)(p.train, p.augment, 0, paths,
-                                                            str(tmp_path / "train.json"))
+    summary = train_flow.with_options(task_runner=runner)(p.train, p.augment, 0, paths)
     assert set(summary["ann"]["folds"]) == {"fold_0", "fold_1"}
 
 
@@ -153,22 +154,22 @@ def test_a_crashed_fold_is_retried_and_resumes_from_its_checkpoint(prefect_serve
             raise MemoryError("the worker ran out of memory")
 
     epochs = counting(monkeypatch, "train_one_epoch", crash_in_epoch_2_once)
-    summary = train_flow(p.train, p.augment, 0, paths, str(tmp_path / "train.json"))
+    summary = train_flow(p.train, p.augment, 0, paths)
     assert set(summary["ann"]["folds"]) == {"fold_0", "fold_1"}
     first = crashed[0]
     assert sorted(loads.values()) == [1, 2]  # one fold was started twice
     assert epochs[first] == 4  # epoch 1, the crashed epoch 2, then 2 and 3 after resuming (not 1, 2, 3)
-    history = pd.read_csv(paths.out_dir("ann", 0) / "history.csv")
+    history = pd.read_csv(paths.fold_dir("ann", 0) / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3]
 
 
 def test_a_diverged_fold_is_not_retried(prefect_server, tiny, tmp_path, monkeypatch):
     params, paths = tiny
-    counts = pd.read_csv(paths.splits / "class_counts.csv")
+    counts = pd.read_csv(paths.class_counts)
     counts.loc[counts["fold"] == 1, "loss_weight"] = float("nan")
-    counts.to_csv(paths.splits / "class_counts.csv", index=False)
+    counts.to_csv(paths.class_counts, index=False)
     p = with_changes(params, train={"models": ("ann",), "retries": 2, "parallel": 1})
     loads = counting(monkeypatch, "load_fold")
     with pytest.raises(RuntimeError, match=r"training failed for ann fold 1: .*loss is nan at epoch 1"):
-        train_flow(p.train, p.augment, 0, paths, str(tmp_path / "train.json"))
+        train_flow(p.train, p.augment, 0, paths)
     assert loads == {0: 1, 1: 1}  # retrying would only diverge again

@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from tasks import report
-from tests.evaluation_data import REPORT, report_paths, run_evaluation, write_pipeline_inputs
+from tasks.paths import Paths
+from tests.evaluation_data import REPORT, run_evaluation, write_pipeline_inputs
 
 CHROMIUM = shutil.which("chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -41,8 +42,8 @@ def report_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("browser")
     write_pipeline_inputs(root)
     run_evaluation(root)
-    built = report.build_report(report.load_inputs(("ann", "cnn"), report_paths(root)), REPORT, 42)
-    return report.write_report(built, root / "reports")
+    built = report.build_report(report.load_inputs(("ann", "cnn"), Paths(root)), REPORT, 42)
+    return report.write_report(built, Paths(root))
 
 
 def test_screenshot_of_the_report(report_file):

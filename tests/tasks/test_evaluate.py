@@ -9,11 +9,12 @@ import torch
 from scipy import stats
 
 from tasks import evaluate, train
+from tasks.paths import Paths
+from tasks.prepare import read_test
 from tests.conftest import two_fold_data, with_changes
 from tests.evaluation_data import (
     CLASSES,
     EVALUATE,
-    eval_paths,
     run_evaluation,
     write_fold,
     write_pipeline_inputs,
@@ -134,9 +135,9 @@ def test_predict_scores_a_trained_fold_as_the_training_loop_did(tmp_path, params
     p = with_changes(params, train={"epochs": 1, "batch_size": 16, "device": "cpu",
                                     "input_scaling": "standardize"})
     metrics = train.train_fold("cnn_blog", 0, 0, p.train, p.augment, paths)
-    model, config = evaluate.load_model(paths.out_dir("cnn_blog", 0) / "weights.pt")
+    model, config = evaluate.load_model(paths.fold_dir("cnn_blog", 0) / "weights.pt")
     assert config["std"] != [1.0, 1.0, 1.0]  # standardised: the scaling matters
-    folds = pd.read_parquet(paths.splits / "folds.parquet")
+    folds = pd.read_parquet(paths.folds)
     val = folds.loc[folds["fold"] == 0, "id"].to_numpy()
     no_tta = EVALUATE.model_copy(update={"tta_flip": False, "batch_size": 7})
     probs = evaluate.predict(model, config, pixels[val], no_tta, torch.device("cpu"))
@@ -196,10 +197,10 @@ def test_summary_agrees_with_the_details_and_predictions(evaluated):
 
 def test_ensemble_is_the_mean_of_the_folds_softmax(evaluated):
     root, _ = evaluated
-    paths = eval_paths(root)
-    test = evaluate.read_test(paths.test)
+    paths = Paths(root)
+    test = read_test(paths.prepared_test)
     folds = [evaluate.predict(*evaluate.load_model(d / "weights.pt"), test.pixels, EVALUATE,
-                              torch.device("cpu")) for d in evaluate.fold_dirs(paths.models, "ann")]
+                              torch.device("cpu")) for d in paths.trained_folds("ann")]
     stored = np.stack(pd.read_parquet(paths.predictions / "ann.parquet")["probabilities"])
     assert stored == pytest.approx(np.mean(folds, axis=0), abs=1e-6)
 
@@ -215,17 +216,17 @@ def test_dvc_plot_tables(evaluated):
 
 def test_a_missing_model_names_the_folder(tmp_path):
     write_pipeline_inputs(tmp_path, models=("ann",), folds=1)
-    test = evaluate.read_test(tmp_path / "data/prepared/test.parquet")
+    test = read_test(Paths(tmp_path).prepared_test)
     with pytest.raises(FileNotFoundError, match=r"models/cnn: no trained fold"):
-        evaluate.evaluate_model("cnn", tmp_path / "models", test, EVALUATE)
+        evaluate.evaluate_model("cnn", Paths(tmp_path), test, EVALUATE)
 
 
 def test_a_model_trained_on_other_classes_is_refused(tmp_path):
     write_pipeline_inputs(tmp_path, models=(), folds=0)
     write_fold(tmp_path / "models", "cnn_blog", 0, classes=["a", "b", "c", "d"])
-    test = evaluate.read_test(tmp_path / "data/prepared/test.parquet")
+    test = read_test(Paths(tmp_path).prepared_test)
     with pytest.raises(ValueError, match="re-run the train stage"):
-        evaluate.evaluate_model("cnn_blog", tmp_path / "models", test, EVALUATE)
+        evaluate.evaluate_model("cnn_blog", Paths(tmp_path), test, EVALUATE)
 
 
 def test_one_fold_gives_no_t_test_but_still_a_mcnemar(tmp_path):

@@ -9,6 +9,7 @@ from PIL import Image
 from tasks import download, prepare
 from tasks.archive import ArchiveError
 from tasks.download import Source
+from tasks.paths import Paths
 from tests.conftest import class_images, image_folder_files, official_files, png_bytes, write_tar, write_zip
 
 
@@ -17,8 +18,8 @@ def prepared(tmp_path, files, writer=write_tar, name="a.tar.gz", size=32):
     source = Source(str(archive), "")
     partial = download.fetch_archive(source, tmp_path / "partial")
     raw = download.publish(partial, source, download.check_archive(partial, source), tmp_path / "raw")
-    summary = prepare.write_prepared(prepare.read_archive(raw, size, workers=1), tmp_path / "prepared")
-    return summary, tmp_path / "prepared"
+    summary = prepare.write_prepared(prepare.read_archive(raw, size, workers=1), Paths(tmp_path))
+    return summary, Paths(tmp_path).prepared
 
 
 @pytest.mark.parametrize("writer", [write_tar, write_zip])

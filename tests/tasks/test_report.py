@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tasks import report
-from tests.evaluation_data import REPORT, report_paths, run_evaluation, write_pipeline_inputs
+from tasks.paths import Paths
+from tests.evaluation_data import REPORT, run_evaluation, write_pipeline_inputs
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("reported")
     write_pipeline_inputs(root)
     run_evaluation(root)
-    return report.load_inputs(("ann", "cnn"), report_paths(root))
+    return report.load_inputs(("ann", "cnn"), Paths(root))
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +141,6 @@ def test_change_section_without_and_with_previous_metrics(inputs, built):
 
 
 def test_write_report_writes_both_files(built, tmp_path):
-    html_path = report.write_report(built, tmp_path / "reports")
+    html_path = report.write_report(built, Paths(tmp_path))
     assert html_path.read_text() == built.html
     assert (tmp_path / "reports" / "report.md").read_text() == built.markdown

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from tasks import split
+from tasks.paths import Paths
 from tests.conftest import with_changes
 
 CLASSES = [f"c{i}" for i in range(10)]
@@ -74,6 +75,6 @@ def test_too_few_images_for_the_folds(params):
 
 def test_write_splits_replaces_the_folder_whole(params, tmp_path):
     s = make(params, labels_balanced())
-    out = split.write_splits(s, tmp_path / "splits")
+    out = split.write_splits(s, Paths(tmp_path))
     assert sorted(p.name for p in out.iterdir()) == ["class_counts.csv", "folds.parquet", "train_index.parquet"]
-    assert [p.name for p in tmp_path.iterdir()] == ["splits"]  # no temporary left behind
+    assert [p.name for p in out.parent.iterdir()] == ["splits"]  # no temporary left behind

@@ -30,10 +30,10 @@ def test_trains_and_writes_outputs(tiny):
     params, paths = tiny
     metrics = train.train_fold("cnn_blog", 0, 1, params.train, params.augment, paths)
     assert metrics["epochs"] == 3 and metrics["val_acc"] > 0.5  # colour classes are easy
-    out = paths.out_dir("cnn_blog", 0)
+    out = paths.fold_dir("cnn_blog", 0)
     assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "weights.pt"]
     assert len(pd.read_csv(out / "history.csv")) == 3
-    val = pd.read_csv(paths.log_dir("cnn_blog", 0) / "plots" / "metrics" / "val" / "acc.tsv", sep="\t")
+    val = pd.read_csv(paths.fold_log_dir("cnn_blog", 0) / "plots" / "metrics" / "val" / "acc.tsv", sep="\t")
     assert val["step"].tolist() == [0, 1, 2]
 
 
@@ -53,11 +53,11 @@ def test_early_stopping_restores_the_best_weights(tiny):
     p = with_changes(params, train={"epochs": 40, "patience": 2, "schedule": "none", "lr": 0.3,
                                     "label_smoothing": 0.0}, augment={"enabled": False})
     metrics = train.train_fold("ann", 0, 1, p.train, p.augment, paths)
-    history = pd.read_csv(paths.out_dir("ann", 0) / "history.csv")
+    history = pd.read_csv(paths.fold_dir("ann", 0) / "history.csv")
     assert metrics["epochs"] < 40 and metrics["stopped"].startswith("no validation-loss improvement")
     assert metrics["epochs"] - metrics["best_epoch"] == 2
     assert history["val/loss"].idxmin() + 1 == metrics["best_epoch"]
-    saved = torch.load(paths.out_dir("ann", 0) / "weights.pt", weights_only=True)
+    saved = torch.load(paths.fold_dir("ann", 0) / "weights.pt", weights_only=True)
     model = build_model("ann", 4, 16)
     model.load_state_dict(saved["state_dict"])
     data = train.load_fold(paths, 0, p.train.input_scaling, torch.device("cpu"))
@@ -83,16 +83,16 @@ def test_nan_validation_loss_stops_the_fold_like_a_diverged_training_loss(tiny, 
     monkeypatch.setattr(train, "evaluate", nan_on_validation)
     with pytest.raises(train.TrainingDiverged, match=r"ann fold 0: validation loss is nan at epoch 1"):
         train.train_fold("ann", 0, 1, params.train, params.augment, paths)
-    assert not paths.out_dir("ann", 0).exists()  # no weights without a best epoch
+    assert not paths.fold_dir("ann", 0).exists()  # no weights without a best epoch
 
 
 def test_finished_fold_is_restored_not_retrained(tiny, capsys):
     params, paths = tiny
     first = train.train_fold("cnn_blog", 0, 1, params.train, params.augment, paths)
-    subprocess.run(["rm", "-rf", str(paths.models), str(paths.logs)], check=True)  # what DVC does
+    subprocess.run(["rm", "-rf", str(paths.models), str(paths.train_logs)], check=True)  # what DVC does
     again = train.train_fold("cnn_blog", 0, 1, params.train, params.augment, paths)
     assert "finished earlier" in capsys.readouterr().out
-    assert again == first and (paths.out_dir("cnn_blog", 0) / "weights.pt").exists()
+    assert again == first and (paths.fold_dir("cnn_blog", 0) / "weights.pt").exists()
 
 
 def test_changed_parameters_do_not_reuse_a_checkpoint(tiny, capsys):
@@ -159,13 +159,13 @@ def test_killed_training_resumes_from_its_checkpoint(tiny, tmp_path):
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert not paths.out_dir("cnn_blog", 0).exists()
+    assert not paths.fold_dir("cnn_blog", 0).exists()
 
     state = train.load_checkpoint(next(checkpoint_dir.glob("*/checkpoint.pt")))
     done = len(state["history"])
     assert 1 <= done < 6 and not state.get("finished")
     resumed = train.train_fold("cnn_blog", 0, 1, p.train, p.augment, paths, threads=1)
-    out = paths.out_dir("cnn_blog", 0)
+    out = paths.fold_dir("cnn_blog", 0)
     history = pd.read_csv(out / "history.csv")
     weights = torch.load(out / "weights.pt", weights_only=True)["state_dict"]
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
@@ -185,9 +185,9 @@ def test_killed_training_resumes_from_its_checkpoint(tiny, tmp_path):
 
 def test_class_weights_reach_the_loss(tiny):
     params, paths = tiny
-    counts = pd.read_csv(paths.splits / "class_counts.csv")
+    counts = pd.read_csv(paths.class_counts)
     counts.loc[counts["class"] == "red", "loss_weight"] = 3.0
-    counts.to_csv(paths.splits / "class_counts.csv", index=False)
+    counts.to_csv(paths.class_counts, index=False)
     data = train.load_fold(paths, 0, "standardize", torch.device("cpu"))
     assert data.class_weights.tolist() == [3.0, 1.0, 1.0, 1.0]
 
