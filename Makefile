@@ -9,6 +9,7 @@ export UV_PYTHON_DOWNLOADS := never
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # Runs a command with a Prefect server: $PREFECT_API_URL's, or a temporary one (flows/server.py).
+PREFECT_HOME := $(CURDIR)/.prefect
 WITH_SERVER := python -m flows.server run --
 
 # The fast variant: every stage, a stratified 10% of the training set, 2 folds, 3 epochs.
@@ -32,9 +33,8 @@ setup: $(VENV)/.synced  ## install the locked environment into .venv
 repro: setup  ## run the whole pipeline with params.yaml as it is (dvc repro)
 	$(WITH_SERVER) dvc repro
 
-quick: setup  ## the fast variant end to end, recorded as a DVC experiment; params.yaml is left as it was
-	cp params.yaml .params.yaml.keep
-	$(WITH_SERVER) dvc exp run $(QUICK); status=$$?; mv .params.yaml.keep params.yaml; exit $$status
+quick: setup  ## the fast variant end to end, as a DVC experiment in a temporary workspace (yours is untouched)
+	$(WITH_SERVER) dvc exp run --temp $(QUICK)
 
 test: setup  ## the test suite
 	python -m pytest
@@ -47,13 +47,17 @@ bench: setup  ## benchmarks that print figures (prepare speed and memory, traini
 	python -m benchmarks.train_throughput
 
 server: setup  ## a Prefect server in the background on 127.0.0.1:4200 (UI at http://127.0.0.1:4200)
-	python -m flows.server start --port 4200 --background
+	PREFECT_HOME=$(PREFECT_HOME) prefect server start --background --host 127.0.0.1 --port 4200
 
 worker: setup  ## register the train-compare deployment and execute its runs, in the background
-	python -m flows.server worker --port 4200
+	mkdir -p $(PREFECT_HOME)
+	PREFECT_API_URL=http://127.0.0.1:4200/api nohup python -m flows.train_compare serve \
+	  >> $(PREFECT_HOME)/worker.log 2>&1 & echo $$! > $(PREFECT_HOME)/worker.pid
+	@echo "train-compare executor started (log $(PREFECT_HOME)/worker.log)"
 
 stop:  ## stop the background server and worker
-	python -m flows.server stop
+	-[ -f $(PREFECT_HOME)/worker.pid ] && kill $$(cat $(PREFECT_HOME)/worker.pid) && rm $(PREFECT_HOME)/worker.pid
+	-PREFECT_HOME=$(PREFECT_HOME) prefect server stop
 
 deployment-run: setup  ## one run of the deployment, watched: prefect deployment run train-compare/<deploy.name>
 	PREFECT_API_URL=http://127.0.0.1:4200/api prefect deployment run \

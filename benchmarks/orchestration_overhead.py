@@ -1,6 +1,7 @@
 """Orchestration overhead of the quick variant, three ways, each in a fresh copy of the project:
 
-  deployment        `prefect deployment run train-compare/<name> --watch` (server + executor running)
+  deployment        `prefect deployment run train-compare/<name> --watch` (server + executor running):
+                    the run is a `dvc exp run --temp`, each stage its own process
   repro+server      `dvc repro` with a Prefect server running (what `make repro` does)
   repro, no server  `dvc repro` with no server: each stage process starts Prefect's temporary one
 
@@ -98,11 +99,13 @@ def deployment_timeline(log: str, requested: datetime, run_id: str, api_url: str
     timeline = {
         "request -> run created": at(states["Scheduled"]),
         "created -> running (executor poll, process start)": at(states["Running"]) - at(states["Scheduled"]),
-        f"running -> {stages[0][2]} (DVC index, staleness)": stages[0][0] - at(states["Running"]),
+        f"running -> {stages[0][2]} (dvc exp run: temporary workspace, staleness)":
+            stages[0][0] - at(states["Running"]),
     }
-    for before, stage in itertools.pairwise(stages):  # DVC saving one stage, Prefect starting the next
-        timeline[f"{before[2]} -> {stage[2]} (dvc.lock, subflow start)"] = stage[0] - before[1]
-    timeline[f"{stages[-1][2]} -> completed (dvc exp save)"] = at(states["Completed"]) - stages[-1][1]
+    for before, stage in itertools.pairwise(stages):  # DVC saving one stage, a process starting the next
+        timeline[f"{before[2]} -> {stage[2]} (dvc.lock, process start)"] = stage[0] - before[1]
+    timeline[f"{stages[-1][2]} -> completed (experiment commit, artifacts)"] = (
+        at(states["Completed"]) - stages[-1][1])
     timeline["stages (compute)"] = sum(end - start for start, end, _ in stages)
     timeline["completed"] = at(states["Completed"])
     return timeline
@@ -113,7 +116,7 @@ def run_deployment(project: Path, env: dict, api_url: str, log_path: Path) -> tu
     with open(log_path, "w") as log:
         executor = subprocess.Popen([sys.executable, "-m", "flows.train_compare", "serve"], cwd=project,
                                     env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        time.sleep(20)  # registration and the forkserver's imports: once per executor, not per run
+        time.sleep(20)  # the executor's start and registration: once per executor, not per run
         name = yaml.safe_load((project / "params.yaml").read_text())["deploy"]["name"]
         requested = datetime.now().astimezone()
         try:

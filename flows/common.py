@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
-from prefect import task
+from prefect import tags, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.errors import PipelineError
 from tasks.paths import Paths
 
 PATHS = Paths()  # the project's own layout; tests pass a Paths under a temporary folder
+# Set by the train-compare flow for the `dvc exp run` it starts: its name, so that the stage
+# flows of one run can be found together in the Prefect UI (tag `train-compare:<name>`).
+RUN_TAG_ENV = "TRAIN_COMPARE_RUN"
 
 
 def step(fn: Callable, **options):
@@ -26,7 +30,9 @@ def step(fn: Callable, **options):
 def stage_main(run: Callable[[], object]) -> None:
     """Run a stage; an expected failure (bad parameters, a bad archive, a failed download) ends
     it with one clear line, not a traceback."""
+    parent = os.environ.get(RUN_TAG_ENV)
     try:
-        run()
+        with tags(*([f"train-compare:{parent}"] if parent else [])):
+            run()
     except PipelineError as exc:
         sys.exit(f"error: {exc}")

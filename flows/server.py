@@ -1,22 +1,20 @@
-"""A local Prefect server for the pipeline's flows.
+"""A temporary Prefect server for one command, where none is configured.
 
-Without a server, every `python -m flows.<stage>` process starts Prefect's temporary server
+Without a server, every `python -m flows.<stage>` process starts Prefect's own temporary server
 (about 25 s each here); with one running, a stage's orchestration costs about 2 s. So:
 
     python -m flows.server run -- dvc repro     # uses $PREFECT_API_URL, or starts one for the command
-    python -m flows.server start [--background] # a server on 127.0.0.1:4200
-    python -m flows.server worker               # the train-compare deployment's executor, in the background
-    python -m flows.server stop                 # stop what --background and worker started
 
-The server keeps its SQLite database in `.prefect/` (git-ignored), so the UI keeps the history.
-Set PREFECT_API_DATABASE_CONNECTION_URL to a PostgreSQL URL for production (see docs/).
+A server that outlives a command is Prefect's own: `make server` runs `prefect server start
+--background` and `make stop` runs `prefect server stop`, both with PREFECT_HOME=.prefect. The
+server keeps its SQLite database in `.prefect/` (git-ignored), so the UI keeps the history. Set
+PREFECT_API_DATABASE_CONNECTION_URL to a PostgreSQL URL for production (see docs/).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -98,86 +96,14 @@ def run_with_server(command: list[str]) -> int:
         return subprocess.call(command, env=dict(os.environ, PREFECT_API_URL=api_url))
 
 
-def start_background(name: str, command: list[str], env: dict[str, str], home: Path = HOME) -> int:
-    """Start `command` in its own session, logging to `.prefect/<name>.log`; remember its pid."""
-    home.mkdir(parents=True, exist_ok=True)
-    pid_file = home / f"{name}.pid"
-    if pid_file.exists() and _alive(int(pid_file.read_text())):
-        raise RuntimeError(f"{name} already runs (pid {pid_file.read_text()}); `make stop` stops it")
-    with open(home / f"{name}.log", "ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    pid_file.write_text(str(process.pid))
-    return process.pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop_background(home: Path = HOME, timeout: float = 30) -> list[str]:
-    """Stop every process `start_background` started (its whole process group), politely first."""
-    stopped = []
-    for pid_file in sorted(home.glob("*.pid")):
-        pid = int(pid_file.read_text())
-        if _alive(pid):
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
-            stopped.append(pid_file.stem)
-        pid_file.unlink()
-    return stopped
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="run a command with a Prefect server available")
     run.add_argument("cmd", nargs=argparse.REMAINDER)
-    start = sub.add_parser("start", help="a server on 127.0.0.1 (foreground unless --background)")
-    start.add_argument("--port", type=int, default=4200)
-    start.add_argument("--background", action="store_true")
-    worker = sub.add_parser("worker", help="run the train-compare deployment's executor in the background")
-    worker.add_argument("--port", type=int, default=4200)
-    sub.add_parser("stop", help="stop the background server and executor")
     args = parser.parse_args()
-    if args.action == "run":
-        command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-        sys.exit(run_with_server(command))
-    if args.action == "stop":
-        print("stopped: " + (", ".join(stop_background()) or "nothing was running"))
-        return
-    api_url = f"http://{HOST}:{args.port}/api"
-    if args.action == "worker":
-        env = dict(os.environ, PREFECT_API_URL=api_url)
-        pid = start_background("worker", [sys.executable, "-m", "flows.train_compare", "serve"], env)
-        print(f"train-compare executor started (pid {pid}, log {HOME / 'worker.log'})")
-        return
-    if args.background:
-        command = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(args.port)]
-        start_background("server", command, server_env(HOME))
-        deadline = time.monotonic() + 120
-        while not healthy(api_url):
-            if time.monotonic() > deadline:
-                sys.exit(f"Prefect server did not answer; see {HOME / 'server.log'}")
-            time.sleep(0.5)
-        print(f"Prefect server at {api_url} (UI http://{HOST}:{args.port}); "
-              f"export PREFECT_API_URL={api_url}")
-        return
-    with running_server(port=args.port) as api_url:
-        print(f"Prefect server at {api_url}; export PREFECT_API_URL={api_url}", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    sys.exit(run_with_server(command))
 
 
 if __name__ == "__main__":

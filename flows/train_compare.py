@@ -1,77 +1,101 @@
-"""The `train-compare` flow: the whole pipeline in one Prefect flow run, and its deployment.
+"""The `train-compare` flow: the whole pipeline as one DVC experiment, and its scheduled deployment.
 
-    python -m flows.train_compare run [--set train.epochs=3 ...]   # one run, here and now
-    python -m flows.train_compare serve                            # register + execute the deployment
-    prefect deployment run train-compare/<deploy.name>             # a run, from anywhere
+    python -m flows.train_compare run [--set train.epochs=3 ...] [--name NAME]   # one run, here
+    python -m flows.train_compare serve                 # register the deployment and execute its runs
+    prefect deployment run train-compare/<deploy.name>  # a run, from anywhere
 
-DVC still decides what is stale: the flow walks `dvc.yaml`'s stages in `dvc repro` order and,
-for each stale one, runs that stage's own flow in this process (a subflow, so the UI shows it),
-then lets DVC save, cache and lock its outputs (tasks/pipeline.py). The result is the outputs and
-`dvc.lock` that `dvc repro` would produce, recorded as a DVC experiment (`dvc exp show`).
+A run is DVC's own `dvc exp run --temp`: in a temporary copy of the repository (under
+.dvc/tmp/exps/), DVC decides which stages are stale, restores what its cache already holds, runs
+the others (`python -m flows.<stage>`, each its own flow run on the same Prefect API, tagged
+`train-compare:<this run's name>`) and records the result as a named experiment (`dvc exp show`,
+`dvc exp apply <name>`). The workspace, its `params.yaml` and `dvc.lock` are never touched, so a
+run neither disturbs nor is disturbed by a `dvc repro` there. The experiment's metrics and report
+are published as artifacts of this flow run.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import os
-import time
-from pathlib import Path
+import subprocess
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
 
-from flows.common import stage_main
-from flows.forkserver import use_preloaded_forkserver
-from tasks import pipeline
+from flows.common import PATHS, RUN_TAG_ENV, stage_main
 from tasks.config import load_params
 
 
-def _run_stage_here(stage) -> None:
-    if Path(stage.wdir).resolve() != Path.cwd().resolve():
-        raise RuntimeError(f"stage {stage.addressing} runs in {stage.wdir}, not in {Path.cwd()}")
-    # No heartbeat of its own: train-compare's heartbeat already says this process is alive, and
-    # Prefect 3.9 ends every flow that has one up to a second late (its heartbeat thread sleeps
-    # in whole seconds and is joined at the end).
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        importlib.import_module(pipeline.stage_module(stage.cmd)).main()
+def experiment_name(run_name: str, now: datetime) -> str:
+    """A readable, unique experiment name: when, and which flow run made it."""
+    return f"{now:%Y%m%d-%H%M}-{run_name}"
+
+
+def exp_run_command(overrides: dict[str, Any] | None, name: str) -> list[str]:
+    """`dvc exp run --temp` with each override as `--set-param` (values written as YAML, which is
+    how DVC reads them). `--wait-for-lock`: a `dvc repro` holds the workspace's lock only between
+    its stages, so the run waits those few seconds instead of failing."""
+    command = ["dvc", "--wait-for-lock", "exp", "run", "--temp", "--name", name]
+    for key, value in (overrides or {}).items():
+        rendered = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...")
+        command += ["--set-param", f"{key}={rendered}"]
+    return command
+
+
+def _stream(command: list[str], env: dict[str, str]) -> None:
+    """Run `command`, passing each line of its output to this flow run's log as it comes."""
+    logger = get_run_logger()
+    logger.info("$ %s", " ".join(command))
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as process:
+        tail: list[str] = []
+        for line in process.stdout:
+            logger.info(line.rstrip())
+            tail = (tail + [line.rstrip()])[-20:]
+    if process.returncode:
+        raise RuntimeError(f"`{' '.join(command)}` failed (exit {process.returncode}):\n" + "\n".join(tail))
+
+
+def _publish(name: str) -> dict:
+    """The experiment's metrics and report, as artifacts of this flow run; returns the metrics."""
+    import dvc.api  # imported here: only a finished run needs it
+
+    metrics = json.loads(dvc.api.read(str(PATHS.eval_metrics), rev=name))
+    rows = [{"model": model, **{k: v for k, v in values.items() if not isinstance(v, dict)}}
+            for model, values in metrics.items() if model != "comparison"]
+    create_table_artifact(table=rows, key="train-compare-metrics",
+                          description=f"Test-set metrics of DVC experiment {name} (`dvc exp show`)")
+    create_markdown_artifact(markdown=dvc.api.read(str(PATHS.report_md), rev=name), key="train-compare-report",
+                             description=f"reports/report.md of DVC experiment {name} "
+                                         f"(`dvc exp apply {name}` brings its report.html)")
+    return metrics
 
 
 @flow(name="train-compare", log_prints=True)
-def train_compare(overrides: dict[str, Any] | None = None, record_experiment: bool = True,
-                  experiment_name: str | None = None) -> dict[str, float]:
-    """Bring every stage up to date; return the seconds each stage that ran took."""
-    logger = get_run_logger()
-    timings: dict[str, float] = {}
-    with pipeline.overridden_params(overrides):
-        with pipeline.locked_repo() as repo:
-            for stage in pipeline.plan(repo):
-                if not pipeline.is_stale(stage):
-                    logger.info("stage %s is up to date", stage.addressing)
-                    continue
-                started = time.perf_counter()
-                outcome = pipeline.reproduce_stage(stage, _run_stage_here)
-                timings[stage.addressing] = round(time.perf_counter() - started, 2)
-                logger.info("stage %s %s in %.1f s", stage.addressing, outcome, timings[stage.addressing])
-        if record_experiment and timings:  # `dvc exp save` takes the repository lock itself
-            name = pipeline.save_experiment(".", experiment_name)
-            logger.info("recorded DVC experiment %s (dvc exp show)", name)
-    if not timings:
-        logger.info("every stage was up to date: nothing ran")
-    return timings
+def train_compare(overrides: dict[str, Any] | None = None, name: str | None = None) -> dict:
+    """Bring every stage up to date in a temporary workspace and record the DVC experiment."""
+    run_name = flow_run.get_name() or "local"
+    name = name or experiment_name(run_name, datetime.now(UTC))
+    env = dict(os.environ, **{RUN_TAG_ENV: run_name, "PREFECT_API_URL": PREFECT_API_URL.value() or ""})
+    _stream(exp_run_command(overrides, name), env)
+    get_run_logger().info("recorded DVC experiment %s (dvc exp show; dvc exp apply %s)", name, name)
+    return {"experiment": name, "metrics": _publish(name)}
 
 
 def serve() -> None:
     """Register the deployment (schedule from params.yaml's `deploy`) and execute its runs."""
-    pipeline.restore_interrupted_params()  # a run killed with its overrides applied left them there
     deploy = load_params().deploy
-    use_preloaded_forkserver()  # each run starts with the stage modules already imported
     train_compare.serve(
         name=deploy.name,
         cron=deploy.cron if deploy.schedule else None,
-        global_limit=1,  # a second run waits for the first instead of racing it for outputs
+        # Runs queue: each would train the same pairs into the same checkpoints on the same cores.
+        global_limit=1,
         description=__doc__,
         tags=["dvc", "cifar10"],
     )
@@ -90,15 +114,14 @@ def main() -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="one run in this process")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="a params.yaml override for this run, like `dvc exp run -S`")
-    run.add_argument("--no-experiment", action="store_true", help="do not record a DVC experiment")
+                     help="a params.yaml override for this run (`dvc exp run -S`)")
+    run.add_argument("--name", help="the experiment's name (default: date, time and the flow run's name)")
     sub.add_parser("serve", help="register the deployment and execute its runs (Ctrl-C stops)")
     args = parser.parse_args()
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if args.action == "serve":
         stage_main(serve)
     else:
-        stage_main(lambda: train_compare(_parse_sets(args.set), not args.no_experiment))
+        stage_main(lambda: train_compare(_parse_sets(args.set), args.name))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from tasks.archive import ArchiveError, Layout, detect_layout
 from tasks.config import DataParams
 from tasks.errors import PipelineError
 from tasks.io import atomic_path, write_json
+from tasks.paths import project_dir
 
 CHUNK = 1 << 20
 
@@ -51,9 +52,18 @@ class Source:
         return name or "archive"
 
 
+def _from_project(location: str) -> str:
+    """A relative local path is relative to the project, also when a stage runs in a temporary
+    experiment workspace (tasks/paths.py: project_dir)."""
+    project = project_dir()
+    if Source(location, "").is_url or Path(location).is_absolute() or project == Path.cwd().resolve():
+        return location
+    return str(project / location)
+
+
 def choose_source(params: DataParams) -> Source:
     """The configured source, or the fallback when the source is a local path that is absent."""
-    primary = Source(params.source, params.checksum)
+    primary = Source(_from_project(params.source), params.checksum)
     if primary.is_url or Path(primary.location).exists() or not params.fallback_source:
         return primary
     print(f"{primary.location} not found; using fallback {params.fallback_source}")

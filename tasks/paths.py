@@ -10,6 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+TEMP_WORKSPACES = (".dvc", "tmp", "exps")  # where `dvc exp run --temp` makes its workspaces
+
+
+def project_dir(path: Path | None = None) -> Path:
+    """The project a path lies in: `path` itself (default: the current directory) or, inside a
+    temporary workspace that `dvc exp run --temp` made under <project>/.dvc/tmp/exps/, the
+    project it was made from. What must outlive such a workspace lives there: the training
+    checkpoints, and local data sources named by a relative path."""
+    path = (path or Path.cwd()).resolve()
+    parts = path.parts
+    for i in range(len(parts) - len(TEMP_WORKSPACES) + 1):
+        if parts[i:i + len(TEMP_WORKSPACES)] == TEMP_WORKSPACES:
+            return Path(*parts[:i])
+    return path
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -77,7 +92,9 @@ class Paths:
 
     @property
     def checkpoints(self) -> Path:
-        return self.root / "checkpoints"  # outside DVC's outputs: DVC deletes those before a re-run
+        # Outside DVC's outputs (DVC deletes those before a re-run) and outside temporary
+        # experiment workspaces (deleted after their run), so every run can resume.
+        return project_dir(self.root) / "checkpoints"
 
     def fold_dir(self, model: str, fold: int) -> Path:
         return self.models / model / f"fold_{fold}"

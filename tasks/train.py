@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 import zlib
@@ -29,6 +30,8 @@ from tasks.models import build_model, count_parameters, l2_penalty
 from tasks.paths import Paths
 from tasks.prepare import read_prepared
 from tasks.sources import source_digest
+
+KEEP_CHECKPOINTS = 3  # parameter sets per (model, fold) whose checkpoints stay on disk
 
 
 class TrainingDiverged(RuntimeError):
@@ -192,6 +195,17 @@ def checkpoint_key(model: str, fold: int, seed: int, p: TrainParams, aug: Augmen
     return h.hexdigest()[:16]
 
 
+def forget_old_checkpoints(current: Path, keep: int = KEEP_CHECKPOINTS) -> None:
+    """Of one pair's checkpoints under other keys (other parameters, data or code: an
+    experiment's, or the workspace's before a change), keep the `keep - 1` used last, so that
+    switching back resumes or restores them; delete the rest. Marks `current` as used now."""
+    current.mkdir(parents=True, exist_ok=True)
+    os.utime(current)
+    others = sorted((d for d in current.parent.iterdir() if d != current), key=lambda d: d.stat().st_mtime)
+    for stale in others[:max(0, len(others) - (keep - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -258,12 +272,10 @@ def train_fold(model_name: str, fold: int, seed: int, p: TrainParams, aug: Augme
     key = checkpoint_key(model_name, fold, seed, p, aug, paths, device)
     checkpoint = paths.checkpoints / model_name / f"fold_{fold}" / key / "checkpoint.pt"
     state = load_checkpoint(checkpoint)
+    forget_old_checkpoints(checkpoint.parent)
     if state is not None and state.get("finished"):
         print(f"{model_name} fold {fold}: finished earlier (checkpoint {key}); restoring its outputs")
     else:
-        for stale in checkpoint.parent.parent.glob("*"):  # other keys: other params, data or code
-            if stale.name != key:
-                shutil.rmtree(stale, ignore_errors=True)
         state = fit(model_name, fold, seed, p, aug, paths, device, checkpoint, state)
         save_checkpoint(checkpoint, state)  # small: the optimizer state is no longer needed
     return _publish(paths.fold_dir(model_name, fold), paths.fold_log_dir(model_name, fold), state, _dvclive)

@@ -1,10 +1,12 @@
 """The `train-compare` deployment end to end: a server on a free loopback port with its own
-PREFECT_HOME (the session fixture), the deployment's executor, and
-`prefect deployment run train-compare/<name> --watch` on a tiny data set."""
+PREFECT_HOME (the session fixture), the deployment's executor, and `prefect deployment run
+train-compare/<name>` on a tiny data set, each run a `dvc exp run --temp`."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,27 +53,83 @@ def read_deployment(name: str, timeout: float = 90):
                 time.sleep(1)
 
 
-def test_deployment_run_matches_dvc_repro(project, executor):
+def start_run(name: str, *options: str) -> str:
+    """`prefect deployment run <name>` (without waiting); the id of the flow run it created."""
+    done = subprocess.run(["prefect", "deployment", "run", name, *options], env=project_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return re.search(r"UUID: ([0-9a-f-]{36})", done.stdout)[1]
+
+
+def wait_for(run_id: str, timeout: float = 600):
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(run_id)
+            if flow_run.state.is_final():
+                return flow_run
+            assert time.monotonic() < deadline, f"flow run {run_id} still {flow_run.state.name}"
+            time.sleep(2)
+
+
+def stage_runs(parent: str) -> list[str]:
+    """Names of the flows whose runs carry `train-compare:<parent>` (the stages of one run)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[f"train-compare:{parent}"])))
+        return sorted(client.read_flow(r.flow_id).name for r in runs)
+
+
+def test_a_deployment_run_is_a_dvc_experiment_and_leaves_the_workspace_alone(project, executor):
     deploy = load_params(project / "params.yaml").deploy
     name = f"train-compare/{deploy.name}"
     deployment = read_deployment(name)
     assert [s.schedule.cron for s in deployment.schedules] == [deploy.cron]  # weekly retraining
+    params_before = (project / "params.yaml").read_bytes()
 
-    done = subprocess.run(["prefect", "deployment", "run", name, "--watch", "--watch-timeout", "600"],
-                          cwd=project, env=project_env(), capture_output=True, text=True, timeout=660)
+    run_id = start_run(name, "-p", 'overrides={"train.epochs": 2}')
+    flow_run = wait_for(run_id)
     log = (project.parent / "executor.log").read_text()
-    assert done.returncode == 0 and "Completed" in done.stdout, done.stdout + done.stderr + log
-    assert (project / "metrics/train.json").exists() and (project / "models/cnn/fold_1/weights.pt").exists()
-    assert "Data and pipelines are up to date" in run(project, "dvc", "status")
-    assert "recorded DVC experiment" in log
-    assert "fresh interpreter" not in log  # the run forked from the preloaded modules (flows/forkserver.py)
-    assert run(project, "dvc", "exp", "list", "--name-only").strip()  # the run is a DVC experiment
+    assert flow_run.state.is_completed(), log
+    recorded = re.findall(r"recorded DVC experiment ([\w.-]+)", log)
+    assert len(recorded) == 1 and recorded[0].endswith(flow_run.name)
 
-    # A second run with nothing changed trains nothing.
-    again = subprocess.run(["prefect", "deployment", "run", name, "--watch", "--watch-timeout", "300"],
-                           cwd=project, env=project_env(), capture_output=True, text=True, timeout=360)
-    assert again.returncode == 0
-    assert "every stage was up to date: nothing ran" in (project.parent / "executor.log").read_text()
+    # The workspace is as it was: same params.yaml, no dvc.lock, no outputs.
+    assert (project / "params.yaml").read_bytes() == params_before
+    assert not (project / "dvc.lock").exists() and not (project / "models").exists()
+    assert run(project, "git", "status", "--porcelain").strip() == ""
+    # The experiment holds the run: its params (with the override) and its metrics.
+    import dvc.api
+
+    assert dvc.api.params_show(repo=str(project), rev=recorded[0])["train"]["epochs"] == 2
+    metrics = json.loads(dvc.api.read("metrics/evaluate.json", repo=str(project), rev=recorded[0]))
+    assert 0 <= metrics["cnn"]["ensemble_acc"] <= 1
+    # Every stage reported to the same Prefect API, tagged with the run that started it.
+    assert stage_runs(flow_run.name) == ["download", "evaluate", "prepare", "report", "split", "train"]
+
+
+def test_runs_queue_and_wait_for_a_held_workspace_lock(project, executor):
+    """Two runs at once queue (the deployment's concurrency limit is 1: they would train the same
+    pairs on the same cores), each in its own temporary workspace; a DVC lock held in the
+    workspace (as `dvc repro` holds it between stages) only delays them."""
+    name = f"train-compare/{load_params(project / 'params.yaml').deploy.name}"
+    read_deployment(name)
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom dvc.repo import Repo\n"
+                               "r = Repo('.'); r.lock.lock(); print('locked', flush=True); time.sleep(15)"],
+                              cwd=project, env=project_env(), stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    first, second = start_run(name), start_run(name, "-p", 'overrides={"train.models": ["ann"]}')
+    runs = sorted((wait_for(first), wait_for(second)), key=lambda r: r.start_time)
+    holder.wait()
+    log = (project.parent / "executor.log").read_text()
+    assert all(r.state.is_completed() for r in runs), log
+    assert runs[0].end_time <= runs[1].start_time  # one after the other
+    assert len(set(re.findall(r"recorded DVC experiment ([\w.-]+)", log))) >= 2
 
 
 def test_the_schedule_can_be_switched_off(project, prefect_server):
@@ -87,17 +145,3 @@ def test_the_schedule_can_be_switched_off(project, prefect_server):
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
         run(project, "git", "checkout", "params.yaml")
-
-
-def test_concurrent_runs_do_not_share_the_repository(project, prefect_server):
-    from tasks import pipeline
-
-    cwd = os.getcwd()
-    os.chdir(project)
-    try:
-        with pipeline.locked_repo():
-            blocked = subprocess.run(["dvc", "repro"], cwd=project, env=project_env(), capture_output=True,
-                                     text=True)
-    finally:
-        os.chdir(cwd)
-    assert blocked.returncode != 0 and "Unable to acquire lock" in blocked.stderr

@@ -101,7 +101,18 @@ def test_changed_parameters_do_not_reuse_a_checkpoint(tiny, capsys):
     other = with_changes(params, train={"lr": 0.02})
     train.train_fold("cnn_blog", 0, 1, other.train, other.augment, paths)
     assert "finished earlier" not in capsys.readouterr().out
-    assert len(list((paths.checkpoints / "cnn_blog" / "fold_0").iterdir())) == 1  # the stale one went
+    train.train_fold("cnn_blog", 0, 1, params.train, params.augment, paths)  # back to the first
+    assert "finished earlier" in capsys.readouterr().out
+
+
+def test_only_the_last_few_parameter_sets_keep_their_checkpoints(tiny):
+    params, paths = tiny
+    keys = []
+    for lr in (0.01, 0.02, 0.03, 0.04):  # one more than is kept
+        p = with_changes(params, train={"lr": lr, "epochs": 1})
+        keys.append(train.train_fold("cnn_blog", 0, 1, p.train, p.augment, paths)["checkpoint"])
+    kept = sorted(d.name for d in (paths.checkpoints / "cnn_blog" / "fold_0").iterdir())
+    assert kept == sorted(keys[-train.KEEP_CHECKPOINTS:])  # the oldest went
 
 
 @pytest.fixture
