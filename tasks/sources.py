@@ -74,10 +74,29 @@ def imported_modules(module: str, root: Path | None = None) -> set[str]:
     return seen
 
 
+def package_data(package_dir: Path) -> list[Path]:
+    """Files a package reads from its own folder (templates, say): everything but Python files,
+    caches and subpackages (folders with an __init__.py, which are modules of their own)."""
+    found = []
+    for path in sorted(package_dir.iterdir()):
+        if path.is_dir() and path.name != "__pycache__" and not (path / "__init__.py").exists():
+            found += [p for p in sorted(path.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+        elif path.is_file() and path.suffix not in (".py", ".pyc"):
+            found.append(path)
+    return found
+
+
 def source_files(module: str, root: Path | None = None) -> list[str]:
-    """The files of `imported_modules(module)`, relative to the project root, sorted."""
+    """The files of `imported_modules(module)` and the data of the packages among them, relative
+    to the project root, sorted."""
     root = root or ROOT
-    return sorted(str(module_file(m, root).relative_to(root)) for m in imported_modules(module, root))
+    files = set()
+    for name in imported_modules(module, root):
+        path = module_file(name, root)
+        files.add(path)
+        if path.name == "__init__.py":
+            files.update(package_data(path.parent))
+    return sorted(str(p.relative_to(root)) for p in files)
 
 
 def source_digest(module: str, root: Path | None = None) -> str:

@@ -129,6 +129,10 @@ def test_runs_queue_and_wait_for_a_held_workspace_lock(project, executor):
     log = (project.parent / "executor.log").read_text()
     assert all(r.state.is_completed() for r in runs), log
     assert runs[0].end_time <= runs[1].start_time  # one after the other
+    # Each temporary workspace took the data from DVC's cache and the finished folds from the
+    # project's checkpoints: nothing was downloaded, decoded or trained again.
+    later = log[log.index(f"Flow run '{runs[1].name}'"):]
+    assert "Stage 'prepare' is cached - skipping run" in later and "finished earlier" in later
     assert len(set(re.findall(r"recorded DVC experiment ([\w.-]+)", log))) >= 2
 
 

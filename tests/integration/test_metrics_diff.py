@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tasks import report
+from tasks.paths import Paths
 from tests.integration.project import project_env
 
 METRICS = {
@@ -74,6 +75,7 @@ def test_the_reports_change_table_agrees_with_dvc(repo):
     workspace["comparison"]["cnn_vs_ann"]["cnn_only_right"] = 2000
     metrics.write_text(json.dumps(workspace, indent=2))
     dvc_changes = json.loads(dvc(repo, "metrics", "diff", "--json"))["metrics/evaluate.json"]
-    ours = report.metric_changes(report.previous_metrics(metrics), workspace)
-    assert {r["metric"]: r["change"] for r in ours} == pytest.approx(
-        {k: v["diff"] for k, v in dvc_changes.items()})
+    ours = report.metrics_diff(Paths(repo))
+    assert {r.metric: (r.HEAD, r.workspace, r.change) for r in ours.itertuples()} == {
+        k: pytest.approx((v["old"], v["new"], v["diff"])) for k, v in dvc_changes.items()}
+    assert set(ours["metric"]) == {"ann.ece", "comparison.cnn_vs_ann.cnn_only_right"}

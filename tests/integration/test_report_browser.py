@@ -64,7 +64,7 @@ def test_every_image_loads_and_the_headline_table_is_there(report_file):
     dom = chromium(report_file.parent, "--virtual-time-budget=15000", "--dump-dom",
                    report_file.as_uri())
     assert f'data-images-loaded="{images}/{images}"' in dom, re.findall(r"data-images-[^ >]*", dom)
-    table = re.search(r'<table id="headline">(.*?)</table>', dom, re.S)
+    table = re.search(r'<table[^>]* id="headline"[^>]*>(.*?)</table>', dom, re.S)
     assert table is not None
-    rows = re.findall(r"<tr><td>([^<]*)</td>", table.group(1))
+    rows = re.findall(r"<tr>\s*<td>([^<]*)</td>", table.group(1))
     assert rows == ["ANN", "CNN"]

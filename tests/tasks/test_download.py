@@ -244,3 +244,15 @@ def test_http_error_names_url_and_status(tmp_path, http_archive):
     handler.fail_with = 503
     with pytest.raises(download.DownloadError, match=f"{url}: HTTP 503 Service Unavailable$"):
         download.fetch_archive(Source(url, ""), tmp_path)
+
+
+def test_a_relative_source_is_read_from_the_project_in_a_temporary_workspace(params, tmp_path, monkeypatch):
+    archive = write_tar(tmp_path / "mirror.tar.gz", image_folder_files())
+    project = tmp_path / "project"
+    workspace = project / ".dvc" / "tmp" / "exps" / "tmpk3x9"
+    workspace.mkdir(parents=True)
+    data = params.data.model_copy(update={"source": "../mirror.tar.gz", "fallback_source": ""})
+    monkeypatch.chdir(workspace)  # a stage of `dvc exp run --temp`
+    assert Path(download.choose_source(data).location).resolve() == archive.resolve()
+    monkeypatch.chdir(project)  # a stage of `dvc repro`: the path as given
+    assert download.choose_source(data).location == "../mirror.tar.gz"
