@@ -48,6 +48,7 @@ bench: setup  ## benchmarks that print figures (prepare speed and memory, traini
 
 server: setup  ## a Prefect server in the background on 127.0.0.1:4200 (UI at http://127.0.0.1:4200)
 	PREFECT_HOME=$(PREFECT_HOME) prefect server start --background --host 127.0.0.1 --port 4200
+	python -m flows.server wait http://127.0.0.1:4200/api
 
 worker: setup  ## register the train-compare deployment and execute its runs, in the background
 	mkdir -p $(PREFECT_HOME)
@@ -56,7 +57,8 @@ worker: setup  ## register the train-compare deployment and execute its runs, in
 	@echo "train-compare executor started (log $(PREFECT_HOME)/worker.log)"
 
 stop:  ## stop the background server and worker
-	-[ -f $(PREFECT_HOME)/worker.pid ] && kill $$(cat $(PREFECT_HOME)/worker.pid) && rm $(PREFECT_HOME)/worker.pid
+	@if [ -f $(PREFECT_HOME)/worker.pid ]; then kill $$(cat $(PREFECT_HOME)/worker.pid) 2>/dev/null; \
+	  rm $(PREFECT_HOME)/worker.pid; echo "train-compare executor stopped"; fi
 	-PREFECT_HOME=$(PREFECT_HOME) prefect server stop
 
 deployment-run: setup  ## one run of the deployment, watched: prefect deployment run train-compare/<deploy.name>

@@ -4,6 +4,7 @@ Without a server, every `python -m flows.<stage>` process starts Prefect's own t
 (about 25 s each here); with one running, a stage's orchestration costs about 2 s. So:
 
     python -m flows.server run -- dvc repro     # uses $PREFECT_API_URL, or starts one for the command
+    python -m flows.server wait URL             # waits until the server at URL answers
 
 A server that outlives a command is Prefect's own: `make server` runs `prefect server start
 --background` and `make stop` runs `prefect server stop`, both with PREFECT_HOME=.prefect. The
@@ -101,7 +102,19 @@ def main() -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="run a command with a Prefect server available")
     run.add_argument("cmd", nargs=argparse.REMAINDER)
+    wait = sub.add_parser("wait", help="wait until the server at API_URL answers (`prefect server start "
+                                       "--background` returns before it does)")
+    wait.add_argument("api_url")
+    wait.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args()
+    if args.action == "wait":
+        deadline = time.monotonic() + args.timeout
+        while not healthy(args.api_url):
+            if time.monotonic() > deadline:
+                sys.exit(f"error: no Prefect server answered at {args.api_url} within {args.timeout:.0f} s")
+            time.sleep(0.5)
+        print(f"Prefect server at {args.api_url}; export PREFECT_API_URL={args.api_url}")
+        return
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     sys.exit(run_with_server(command))
 
