@@ -23,7 +23,7 @@ from tasks import evaluate, train
 from tasks.config import PARAMS_FILE, parse_params
 from tasks.models import check_names
 from tasks.paths import Paths
-from tasks.prepare import read_test
+from tasks.tables import read_test
 
 
 def with_overrides(sets: list[str]) -> dict:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import PATHS, stage_main, step
-from tasks import evaluate, prepare
+from tasks import evaluate, tables
 from tasks.config import EvaluateParams, load_params
 from tasks.paths import Paths
 
-read_test = step(prepare.read_test)
+read_test = step(tables.read_test)
 evaluate_model = step(evaluate.evaluate_model, task_run_name="evaluate-{model}")
 compare = step(evaluate.compare)
 write_outputs = step(evaluate.write_outputs)

@@ -10,7 +10,7 @@ from flows.common import PATHS, stage_main, step
 from tasks import split
 from tasks.config import SplitParams, load_params
 from tasks.paths import Paths
-from tasks.prepare import read_labels as _read_labels
+from tasks.tables import read_labels as _read_labels
 
 read_labels = step(_read_labels)
 make_splits = step(split.make_splits)

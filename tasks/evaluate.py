@@ -3,7 +3,7 @@
 Per fold: accuracy, loss, expected calibration error, scikit-learn's classification report and the
 confusion matrix. Per model: mean ± std over folds and the fold ensemble (mean of the folds'
 softmax outputs). Between models: a paired t-test on the per-fold accuracies and McNemar's test
-on the ensembles' predictions. Steps: `prepare.read_test` -> `evaluate_model` (one per model) ->
+on the ensembles' predictions. Steps: `tables.read_test` -> `evaluate_model` (one per model) ->
 `compare` -> `write_outputs` (wired in flows/evaluate.py).
 """
 
@@ -24,7 +24,7 @@ from tasks.config import EvaluateParams
 from tasks.io import atomic_path, write_csv, write_json, write_parquet
 from tasks.models import build_model
 from tasks.paths import Paths
-from tasks.prepare import TestSet
+from tasks.tables import TestSet
 from tasks.train import pick_device, to_input
 
 # McNemar: below this many discordant pairs the chi-square approximation is poor, so the exact

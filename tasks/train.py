@@ -28,8 +28,8 @@ from tasks.config import AugmentParams, TrainParams
 from tasks.io import atomic_path, write_csv, write_json
 from tasks.models import build_model, count_parameters, l2_penalty
 from tasks.paths import Paths
-from tasks.prepare import read_prepared
 from tasks.sources import source_digest
+from tasks.tables import read_prepared
 
 KEEP_CHECKPOINTS = 3  # parameter sets per (model, fold) whose checkpoints stay on disk
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from tasks.config import Params, parse_params
 from tasks.paths import Paths
-from tasks.prepare import Split, to_table
+from tasks.tables import Split, to_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar-10-jpeg.tar.gz"

@@ -16,7 +16,7 @@ from tasks import evaluate
 from tasks.config import EvaluateParams, ReportParams
 from tasks.models import build_model
 from tasks.paths import Paths
-from tasks.prepare import read_test
+from tasks.tables import read_test
 from tests.conftest import class_images, write_prepared_split
 
 CLASSES = ["red", "green", "blue", "grey"]

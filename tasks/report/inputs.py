@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from tasks.paths import Paths
-from tasks.prepare import read_test
+from tasks.tables import read_test
 
 
 @dataclass

@@ -20,7 +20,8 @@ from flows.train import task_runner, train_flow
 from tasks import train
 from tasks.download import ChecksumError
 from tasks.paths import Paths
-from tasks.prepare import CIFAR10_CLASSES, read_prepared
+from tasks.prepare import CIFAR10_CLASSES
+from tasks.tables import read_prepared
 from tests.conftest import (
     ROOT,
     image_folder_files,

@@ -10,7 +10,7 @@ from scipy import stats
 
 from tasks import evaluate, train
 from tasks.paths import Paths
-from tasks.prepare import read_test
+from tasks.tables import read_test
 from tests.conftest import two_fold_data, with_changes
 from tests.evaluation_data import (
     CLASSES,

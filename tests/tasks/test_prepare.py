@@ -10,6 +10,7 @@ from tasks import download, prepare
 from tasks.archive import ArchiveError
 from tasks.download import Source
 from tasks.paths import Paths
+from tasks.tables import read_prepared
 from tests.conftest import class_images, image_folder_files, official_files, png_bytes, write_tar, write_zip
 
 
@@ -25,7 +26,7 @@ def prepared(tmp_path, files, writer=write_tar, name="a.tar.gz", size=32):
 @pytest.mark.parametrize("writer", [write_tar, write_zip])
 def test_image_folder_round_trip(tmp_path, writer):
     summary, out = prepared(tmp_path, image_folder_files(), writer, "a." + ("zip" if writer is write_zip else "tar"))
-    pixels, labels, classes = prepare.read_prepared(out / "train.parquet")
+    pixels, labels, classes = read_prepared(out / "train.parquet")
     assert classes == ["cat", "dog", "frog"]  # sorted folder names for a non-CIFAR set
     assert pixels.shape == (18, 32, 32, 3) and pixels.dtype == np.uint8
     expected, _ = class_images(3, 9)
@@ -39,7 +40,7 @@ def test_image_folder_round_trip(tmp_path, writer):
 def test_cifar10_classes_follow_the_official_order(tmp_path):
     names = ("truck", "ship", "horse", "frog", "dog", "deer", "cat", "bird", "automobile", "airplane")
     _, out = prepared(tmp_path, image_folder_files(classes=names, per_class=(1, 1)))
-    assert prepare.read_prepared(out / "test.parquet")[2] == list(prepare.CIFAR10_CLASSES)
+    assert read_prepared(out / "test.parquet")[2] == list(prepare.CIFAR10_CLASSES)
 
 
 def test_other_sizes_and_modes_are_converted_and_counted(tmp_path):
@@ -49,18 +50,18 @@ def test_other_sizes_and_modes_are_converted_and_counted(tmp_path):
     files["images/train/dog/notes.txt"] = b"not an image"
     summary, out = prepared(tmp_path, files)
     assert (summary["resized"], summary["converted"], summary["skipped"]) == (1, 1, 1)
-    assert prepare.read_prepared(out / "train.parquet")[0].shape == (8, 32, 32, 3)
+    assert read_prepared(out / "train.parquet")[0].shape == (8, 32, 32, 3)
 
 
 def test_configured_image_size(tmp_path):
     _, out = prepared(tmp_path, image_folder_files(per_class=(1, 1)), size=16)
-    assert prepare.read_prepared(out / "train.parquet")[0].shape == (3, 16, 16, 3)
+    assert read_prepared(out / "train.parquet")[0].shape == (3, 16, 16, 3)
 
 
 def test_official_batches(tmp_path):
     files = official_files(per_batch=4)
     summary, out = prepared(tmp_path, files, name="cifar-10-python.tar.gz")
-    pixels, labels, classes = prepare.read_prepared(out / "train.parquet")
+    pixels, labels, classes = read_prepared(out / "train.parquet")
     batch = pickle.loads(files["cifar-10-batches-py/data_batch_1"], encoding="bytes")
     first = batch[b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
     assert np.array_equal(pixels[0], first)  # CHW rows become HWC images
@@ -107,5 +108,5 @@ def test_jpeg_input(tmp_path):
             Image.new("RGB", (32, 32), (200, 10, 10)).save(out, format="JPEG")
             files[f"{split}/{cls}/0.jpg"] = out.getvalue()
     summary, out = prepared(tmp_path, files)
-    pixels = prepare.read_prepared(out / "train.parquet")[0]
+    pixels = read_prepared(out / "train.parquet")[0]
     assert summary["classes"] == 2 and abs(int(pixels[0, 0, 0, 0]) - 200) < 8
