@@ -7,7 +7,6 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export UV_PYTHON_DOWNLOADS := never
 export DO_NOT_TRACK := 1
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # Runs a command with a Prefect server: $PREFECT_API_URL's, or a temporary one (flows/server.py).
 PREFECT_HOME := $(CURDIR)/.prefect
 WITH_SERVER := python -m flows.server run --

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ PATHS = Paths()  # the project's own layout; tests pass a Paths under a temporar
 # Set by the train-compare flow for the `dvc exp run` it starts: its name, so that the stage
 # flows of one run can be found together in the Prefect UI (tag `train-compare:<name>`).
 RUN_TAG_ENV = "TRAIN_COMPARE_RUN"
+DEBUG_ENV = "PIPELINE_DEBUG"  # set to 1 for the tracebacks of expected failures too
 
 
 def step(fn: Callable, **options):
@@ -27,12 +29,30 @@ def step(fn: Callable, **options):
     return task(fn, cache_policy=NO_CACHE, **options)
 
 
+class _WithoutTraceback(logging.Filter):
+    """Prefect logs a failed task or flow run with its traceback. For an expected failure the
+    message already names the file and the cause: keep the line, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def stage_main(run: Callable[[], object]) -> None:
     """Run a stage; an expected failure (bad parameters, a bad archive, a failed download) ends
-    it with one clear line, not a traceback."""
+    it with one clear line, not a traceback (unless PIPELINE_DEBUG=1)."""
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    if not debug:
+        quiet = _WithoutTraceback()
+        for name in ["prefect", *(n for n in list(logging.root.manager.loggerDict) if n.startswith("prefect."))]:
+            for handler in logging.getLogger(name).handlers:
+                handler.addFilter(quiet)
     parent = os.environ.get(RUN_TAG_ENV)
     try:
         with tags(*([f"train-compare:{parent}"] if parent else [])):
             run()
     except PipelineError as exc:
+        if debug:
+            raise
         sys.exit(f"error: {exc}")

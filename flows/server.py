@@ -53,7 +53,6 @@ def configured_api_url() -> str:
 
 def server_env(home: Path) -> dict[str, str]:
     env = dict(os.environ, PREFECT_HOME=str(home.resolve()))
-    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_UI_ENABLED", "true")
     return env
 

@@ -88,6 +88,11 @@ def _iter_tar(archive: Path) -> Iterator[Member]:
                 yield Member(name, lambda data=data: data)
             else:
                 raise ArchiveError(f"{archive}: member {name!r} is a device or fifo")
+        # tarfile stops quietly where a header should be, whether the archive ends there with its
+        # end-of-archive marker (two zero blocks; tarfile has read the first) or was cut off.
+        marker = tar.fileobj.read(tarfile.BLOCKSIZE)
+        if len(marker) < tarfile.BLOCKSIZE or marker.strip(b"\0"):
+            raise ArchiveError(f"{archive}: truncated or corrupt archive (it ends before its end-of-archive marker)")
 
 
 def _iter_zip(archive: Path) -> Iterator[Member]:

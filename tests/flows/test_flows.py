@@ -86,8 +86,23 @@ def test_a_download_that_keeps_failing_ends_with_one_line(prefect_server, tmp_pa
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == f"error: {url}: HTTP 503 Service Unavailable"
+    assert "Traceback" not in done.stdout + done.stderr  # Prefect's lines stay, without their tracebacks
     assert len(handler.requests) == 2  # the first attempt and its one retry
     assert not (project / "data" / "raw").exists()
+
+
+def test_the_debug_switch_brings_the_traceback_back(tmp_path, raw_params):
+    broken = copy.deepcopy(raw_params)
+    broken["split"]["folds"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(broken))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    quiet = subprocess.run([sys.executable, "-m", "flows.split"], cwd=tmp_path, capture_output=True, text=True,
+                           env=env, timeout=120)
+    loud = subprocess.run([sys.executable, "-m", "flows.split"], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(env, PIPELINE_DEBUG="1"), timeout=120)
+    assert quiet.returncode == loud.returncode == 1
+    assert "Traceback" not in quiet.stderr and "split.folds = 1" in quiet.stderr.splitlines()[-1]
+    assert "Traceback" in loud.stderr and "ParamsError" in loud.stderr
 
 
 @pytest.fixture
@@ -174,3 +189,13 @@ def test_a_diverged_fold_is_not_retried(prefect_server, tiny, tmp_path, monkeypa
     with pytest.raises(RuntimeError, match=r"training failed for ann fold 1: .*loss is nan at epoch 1"):
         train_flow(p.train, p.augment, 0, paths)
     assert loads == {0: 1, 1: 1}  # retrying would only diverge again
+
+
+def test_prefect_reads_the_projects_settings_wherever_it_starts():
+    """`dvc repro` run directly (not through make) gets the same settings: no telemetry on an
+    offline machine, a patient temporary server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "DO_NOT_TRACK"}
+    done = subprocess.run([sys.executable, "-m", "prefect", "config", "view", "--show-sources"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert "PREFECT_SERVER_ANALYTICS_ENABLED='False' (from prefect.toml)" in done.stdout
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS='120' (from prefect.toml)" in done.stdout

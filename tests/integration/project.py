@@ -36,8 +36,8 @@ def make_project(root: Path) -> Path:
     """A git + DVC repository holding the pipeline's code and a small-data params.yaml."""
     for name in ("flows", "tasks"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", root)
-    shutil.copy(ROOT / ".gitignore", root)
+    for name in ("dvc.yaml", ".gitignore", "prefect.toml"):
+        shutil.copy(ROOT / name, root)
     if SHARED_ARCHIVE.exists():
         archive = slice_of_shared_archive(root.parent / "slice.tar.gz", per_class=12)
     else:

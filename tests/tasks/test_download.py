@@ -1,4 +1,6 @@
+import gzip
 import hashlib
+import io
 import json
 import re
 import tarfile
@@ -256,3 +258,22 @@ def test_a_relative_source_is_read_from_the_project_in_a_temporary_workspace(par
     assert Path(download.choose_source(data).location).resolve() == archive.resolve()
     monkeypatch.chdir(project)  # a stage of `dvc repro`: the path as given
     assert download.choose_source(data).location == "../mirror.tar.gz"
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_an_archive_cut_between_two_members_is_truncated_not_incomplete(tmp_path, compress):
+    """tarfile reads such an archive without complaint; only the missing end-of-archive marker
+    tells that it was cut off (and it must not be reported as a split or a class missing)."""
+    full = io.BytesIO()
+    with tarfile.open(fileobj=full, mode="w") as tar:
+        for name, data in image_folder_files().items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(fileobj=io.BytesIO(full.getvalue())) as tar:
+        members = tar.getmembers()
+    cut = full.getvalue()[:members[len(members) // 2].offset]  # right where a header starts
+    archive = tmp_path / ("cut.tar.gz" if compress else "cut.tar")
+    archive.write_bytes(gzip.compress(cut) if compress else cut)
+    with pytest.raises(ArchiveError, match=r"cut.tar(.gz)?: truncated or corrupt archive \(it ends before"):
+        detect_layout(archive)
