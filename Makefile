@@ -15,7 +15,7 @@ WITH_SERVER := python -m flows.server run --
 QUICK := -S split.subsample=0.1 -S split.folds=2 -S train.epochs=3 -S train.parallel=2 \
          -S train.task_runner=processes
 
-.PHONY: help setup repro quick test lint bench server worker stop deployment-run clean-checkpoints
+.PHONY: help setup repro quick test lint bench push pull server worker stop deployment-run clean-checkpoints
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
@@ -44,6 +44,12 @@ lint: setup  ## ruff
 bench: setup  ## benchmarks that print figures (prepare speed and memory, training throughput)
 	python -m benchmarks.prepare_speed
 	python -m benchmarks.train_throughput
+
+push: setup  ## send the data, models and report of dvc.lock to the DVC remote (see README: Sharing results)
+	dvc push
+
+pull: setup  ## fetch the data, models and report of dvc.lock from the DVC remote instead of retraining
+	dvc pull
 
 server: setup  ## a Prefect server in the background on 127.0.0.1:4200 (UI at http://127.0.0.1:4200)
 	PREFECT_HOME=$(PREFECT_HOME) prefect server start --background --host 127.0.0.1 --port 4200
