@@ -33,7 +33,8 @@ repro: setup  ## run the whole pipeline with params.yaml as it is (dvc repro)
 	$(WITH_SERVER) dvc repro
 
 quick: setup  ## the fast variant end to end, as a DVC experiment in a temporary workspace (yours is untouched)
-	$(WITH_SERVER) dvc exp run --temp $(QUICK)
+	name=quick-$$(date +%Y%m%d-%H%M%S) && $(WITH_SERVER) dvc exp run --temp --name $$name $(QUICK) && \
+	  python -m flows.train_compare show $$name
 
 test: setup  ## the test suite
 	python -m pytest

@@ -3,6 +3,7 @@
     python -m flows.train_compare run [--set train.epochs=3 ...] [--name NAME]   # one run, here
     python -m flows.train_compare serve                 # register the deployment and execute its runs
     prefect deployment run train-compare/<deploy.name>  # a run, from anywhere
+    python -m flows.train_compare show NAME             # an experiment's report, without applying it
 
 A run is DVC's own `dvc exp run --temp`: in a temporary copy of the repository (under
 .dvc/tmp/exps/), DVC decides which stages are stale, restores what its cache already holds, runs
@@ -20,6 +21,7 @@ import json
 import os
 import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -30,6 +32,7 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.common import PATHS, RUN_TAG_ENV, stage_main
 from tasks.config import load_params
+from tasks.io import write_atomic
 
 
 def experiment_name(run_name: str, now: datetime) -> str:
@@ -88,6 +91,18 @@ def train_compare(overrides: dict[str, Any] | None = None, name: str | None = No
     return {"experiment": name, "metrics": _publish(name)}
 
 
+def show(name: str) -> Path:
+    """Print experiment `name`'s report.md and save its report.html (figures included) under
+    .dvc/tmp/, outside the workspace's outputs; returns that file."""
+    import dvc.api
+
+    print(dvc.api.read(str(PATHS.report_md), rev=name))
+    target = Path(".dvc/tmp/reports") / f"{name}.html"
+    write_atomic(target, lambda p: p.write_bytes(dvc.api.read(str(PATHS.report_html), rev=name, mode="rb")))
+    print(f"The full report with its figures: {target.resolve().as_uri()}")
+    return target
+
+
 def serve() -> None:
     """Register the deployment (schedule from params.yaml's `deploy`) and execute its runs."""
     deploy = load_params().deploy
@@ -117,9 +132,13 @@ def main() -> None:
                      help="a params.yaml override for this run (`dvc exp run -S`)")
     run.add_argument("--name", help="the experiment's name (default: date, time and the flow run's name)")
     sub.add_parser("serve", help="register the deployment and execute its runs (Ctrl-C stops)")
+    shown = sub.add_parser("show", help="print an experiment's report.md and save its report.html")
+    shown.add_argument("name")
     args = parser.parse_args()
     if args.action == "serve":
         stage_main(serve)
+    elif args.action == "show":
+        stage_main(lambda: show(args.name))
     else:
         stage_main(lambda: train_compare(_parse_sets(args.set), args.name))
 

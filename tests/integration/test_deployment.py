@@ -149,3 +149,16 @@ def test_the_schedule_can_be_switched_off(project, prefect_server):
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
         run(project, "git", "checkout", "params.yaml")
+
+
+def test_a_run_outside_the_deployment_and_its_report(project, prefect_server):
+    """What `make quick` does: one `train_compare run` (a `dvc exp run --temp`), then `show`,
+    which prints the experiment's report and saves its HTML outside the workspace's outputs."""
+    run(project, sys.executable, "-m", "flows.train_compare", "run", "--name", "quick-check",
+        "--set", "train.models=[ann]")
+    assert run(project, "git", "status", "--porcelain").strip() == ""  # nothing to commit by mistake
+    assert not (project / "dvc.lock").exists()  # and a plain `dvc repro` is not half done
+    shown = run(project, sys.executable, "-m", "flows.train_compare", "show", "quick-check")
+    assert "# CIFAR-10: CNN vs ANN — evaluation report" in shown and "| ANN" in shown
+    html = project / ".dvc" / "tmp" / "reports" / "quick-check.html"
+    assert html.read_text().count("data:image/png;base64,") >= 3
