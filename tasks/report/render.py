@@ -41,7 +41,9 @@ class Table:
                                   float_format="{:.6g}".format)
 
     def markdown(self) -> str:
-        return self.frame.to_markdown(index=False, floatfmt=".6g", missingval="—", disable_numparse=True)
+        # Cells as written: text stays text ("0.100" is not re-parsed into 0.1), floats get 6 digits.
+        cells = self.frame.map(lambda v: "—" if pd.isna(v) else f"{v:.6g}" if isinstance(v, float) else v)
+        return cells.to_markdown(index=False, disable_numparse=True)
 
 
 @dataclass
