@@ -35,19 +35,27 @@ from flows.server import running_server
 from tests.integration.project import make_project, project_env
 
 STAGE_FLOWS = {"download", "prepare", "split", "train", "evaluate", "report"}
-QUICK = {"split": {"subsample": 0.1, "folds": 2}, "train": {"epochs": 3, "parallel": 2,
-                                                            "task_runner": "processes"}}
+ROOT = Path(__file__).parents[1]
+
+
+def quick_overrides() -> dict[str, object]:
+    """The quick variant's `-S key=value` settings, read from the Makefile (their one home)."""
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    line = next(line for line in makefile.splitlines() if line.startswith("QUICK :="))
+    return {key: yaml.safe_load(value) for key, value in re.findall(r"-S ([\w.]+)=(\S+)", line)}
 
 
 def fresh_project(root: Path, per_class: int | None) -> Path:
     project = make_project(root)
     params = yaml.safe_load((project / "params.yaml").read_text())
     if per_class is None:  # the quick variant on the real data
-        real = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+        real = yaml.safe_load((ROOT / "params.yaml").read_text())
         params["data"] = real["data"]
-        params["data"]["source"] = str((Path(__file__).parents[1] / real["data"]["source"]).resolve())
-        params["split"].update(QUICK["split"])
-        params["train"].update(models=real["train"]["models"], **QUICK["train"])
+        params["data"]["source"] = str((ROOT / real["data"]["source"]).resolve())
+        params["train"]["models"] = real["train"]["models"]
+        for key, value in quick_overrides().items():
+            section, name = key.split(".")
+            params[section][name] = value
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "commit", "-q", "--allow-empty", "-am", "benchmark params"], cwd=project,
                    env=project_env(), check=True)
