@@ -163,9 +163,9 @@ def fetch_archive(source: Source, partial_dir: Path) -> Path:
         shutil.copyfile(path, partial)
     try:
         verify_checksum(partial, source.checksum)
-    except ChecksumError:
+    except ChecksumError as exc:
         partial.unlink()  # a corrupt partial must not be resumed next time
-        raise
+        raise ChecksumError(str(exc).replace(str(partial), source.location)) from None
     return partial
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tasks.archive import detect_layout
-from tests.integration.project import make_project, run
+from tests.integration.project import make_project, project_env, run
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +71,16 @@ def test_bad_params_stop_before_any_work(project, stage, section, key, value):
     assert done.returncode != 0
     assert "error: params.yaml: invalid parameters:" in done.stderr
     assert f"{section}.{key} = {value!r}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_locked_repository_is_one_line_from_dvc(project):
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom dvc.repo import Repo\n"
+                               "r = Repo('.'); r.lock.lock(); print('locked', flush=True); time.sleep(30)"],
+                              cwd=project, env=project_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        done = subprocess.run(["dvc", "repro"], cwd=project, env=project_env(), capture_output=True, text=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode != 0 and "Unable to acquire lock" in done.stderr and "Traceback" not in done.stderr
