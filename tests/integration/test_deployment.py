@@ -162,3 +162,23 @@ def test_a_run_outside_the_deployment_and_its_report(project, prefect_server):
     assert "# CIFAR-10: CNN vs ANN — evaluation report" in shown and "| ANN" in shown
     html = project / ".dvc" / "tmp" / "reports" / "quick-check.html"
     assert html.read_text().count("data:image/png;base64,") >= 3
+
+
+def test_a_killed_run_leaves_the_workspace_as_it_was(project, prefect_server):
+    """A run killed mid-way (SIGKILL, a lost machine) with overrides applied: they were applied in
+    its temporary workspace only, so params.yaml is intact and the next run simply runs."""
+    params_before = (project / "params.yaml").read_bytes()
+    process = subprocess.Popen([sys.executable, "-m", "flows.train_compare", "run", "--name", "killed",
+                                "--set", "train.epochs=3", "--set", "evaluate.tta_flip=false"], cwd=project,
+                               env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    for line in process.stdout:
+        if "Running stage 'train'" in line or "Stage 'train' is cached" in line:
+            break
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (project / "params.yaml").read_bytes() == params_before
+    assert run(project, "git", "status", "--porcelain").strip() == ""
+    run(project, sys.executable, "-m", "flows.train_compare", "run", "--name", "after-the-kill",
+        "--set", "train.epochs=3", "--set", "evaluate.tta_flip=false")
+    assert "after-the-kill" in run(project, "dvc", "exp", "list", "--name-only")
