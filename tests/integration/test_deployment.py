@@ -85,6 +85,18 @@ def stage_runs(parent: str) -> list[str]:
         return sorted(client.read_flow(r.flow_id).name for r in runs)
 
 
+def artifact(key: str, run_id: str) -> str:
+    """The data of the artifact `key` that flow run `run_id` published."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    assert found, f"flow run {run_id} published no artifact {key!r}"
+    return str(found[0].data)
+
+
 def test_a_deployment_run_is_a_dvc_experiment_and_leaves_the_workspace_alone(project, executor):
     deploy = load_params(project / "params.yaml").deploy
     name = f"train-compare/{deploy.name}"
@@ -109,8 +121,11 @@ def test_a_deployment_run_is_a_dvc_experiment_and_leaves_the_workspace_alone(pro
     assert dvc.api.params_show(repo=str(project), rev=recorded[0])["train"]["epochs"] == 2
     metrics = json.loads(dvc.api.read("metrics/evaluate.json", repo=str(project), rev=recorded[0]))
     assert 0 <= metrics["cnn"]["ensemble_acc"] <= 1
-    # Every stage reported to the same Prefect API, tagged with the run that started it.
+    # Every stage reported to the same Prefect API, tagged with the run that started it, and the
+    # run published the experiment's metrics and report.
     assert stage_runs(flow_run.name) == ["download", "evaluate", "prepare", "report", "split", "train"]
+    assert "CIFAR-10: CNN vs ANN" in artifact("train-compare-report", run_id)
+    assert "ensemble_acc" in artifact("train-compare-metrics", run_id)
 
 
 def test_runs_queue_and_wait_for_a_held_workspace_lock(project, executor):
