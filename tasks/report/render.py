@@ -85,7 +85,7 @@ def sections(inputs: ReportInputs, params: ReportParams, seed: int) -> list[Sect
     classes = inputs.details["classes"]
     confusion = {p.model: p for p in figures.confusion_figures(inputs)}
     mistakes = figures.mistake_figures(inputs, params)
-    metrics_file = "metrics/evaluate.json"
+    metrics_file = str(Paths().eval_metrics)
     return [
         Section("headline", [Block(None, [
             Table(pd.DataFrame(text.headline(inputs)), "headline"),
