@@ -1,9 +1,11 @@
 """Score every trained (model, fold) on the untouched test set, ensemble the folds, compare models.
 
 Per fold: accuracy, loss, expected calibration error, scikit-learn's classification report and the
-confusion matrix. Per model: mean ± std over folds and the fold ensemble (mean of the folds'
-softmax outputs). Between models: a paired t-test on the per-fold accuracies and McNemar's test
-on the ensembles' predictions. Steps: `tables.read_test` -> `evaluate_model` (one per model) ->
+confusion matrix, with flip TTA when `evaluate.tta_flip` is on, plus the accuracy of the image
+alone (what the study measured: it had no TTA). Per model: mean ± std over folds and the fold
+ensemble (mean of the folds' softmax outputs). Between models: a paired t-test on the per-fold
+accuracies and McNemar's test on the ensembles' predictions, each gap with its 95 % confidence
+interval. Steps: `tables.read_test` -> `evaluate_model` (one per model) ->
 `compare` -> `write_outputs` (wired in flows/evaluate.py).
 """
 
@@ -27,6 +29,7 @@ from tasks.paths import Paths
 from tasks.tables import TestSet
 from tasks.train import pick_device, to_input
 
+CONFIDENCE = 0.95  # level of the confidence intervals on the gaps between models
 # McNemar: below this many discordant pairs the chi-square approximation is poor, so the exact
 # binomial test is used instead (the usual rule of thumb).
 EXACT_BELOW = 25
@@ -55,21 +58,30 @@ def load_model(weights: Path) -> tuple[nn.Module, dict]:
 # ----------------------------------------------------------------------------- metrics
 
 @torch.no_grad()
-def predict(model: nn.Module, config: dict, pixels: np.ndarray, params: EvaluateParams,
-            device: torch.device) -> np.ndarray:
-    """Softmax outputs (N, classes); with `tta_flip`, averaged with the mirrored image's."""
+def predict_views(model: nn.Module, config: dict, pixels: np.ndarray, params: EvaluateParams,
+                  device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax outputs (N, classes) of the image alone, and the ones that count: with
+    `tta_flip`, averaged with the mirrored image's (without it, the same array twice)."""
     model = model.to(device, memory_format=torch.channels_last).eval()
     mean = torch.tensor(config["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
     std = torch.tensor(config["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    out = np.empty((len(pixels), len(config["classes"])), np.float32)
+    single = np.empty((len(pixels), len(config["classes"])), np.float32)
+    counted = np.empty_like(single) if params.tta_flip else single
     for start in range(0, len(pixels), params.batch_size):
         batch = torch.from_numpy(pixels[start:start + params.batch_size]).to(device)
         x = to_input(batch.permute(0, 3, 1, 2), mean, std)  # training's scaling, in fp32
         probs = model(x).float().softmax(1)
+        single[start:start + len(batch)] = probs.cpu().numpy()
         if params.tta_flip:
             probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
-        out[start:start + len(batch)] = probs.cpu().numpy()
-    return out
+            counted[start:start + len(batch)] = probs.cpu().numpy()
+    return single, counted
+
+
+def predict(model: nn.Module, config: dict, pixels: np.ndarray, params: EvaluateParams,
+            device: torch.device) -> np.ndarray:
+    """Softmax outputs (N, classes); with `tta_flip`, averaged with the mirrored image's."""
+    return predict_views(model, config, pixels, params, device)[1]
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -89,6 +101,10 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(ece)
 
 
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float((probs.argmax(1) == labels).mean())
+
+
 def score(probs: np.ndarray, labels: np.ndarray, classes: list[str], bins: int) -> dict:
     """Accuracy, loss (mean negative log-likelihood), ECE, classification report, confusion."""
     predicted = probs.argmax(1)
@@ -96,7 +112,7 @@ def score(probs: np.ndarray, labels: np.ndarray, classes: list[str], bins: int) 
     # Clipped: an averaged softmax can round to 0 in float32 and log(0) is infinite.
     true_prob = np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)
     return {
-        "accuracy": float((predicted == labels).mean()),
+        "accuracy": accuracy(probs, labels),
         "loss": float(-np.log(true_prob).mean()),
         "ece": expected_calibration_error(probs, labels, bins),
         "report": classification_report(labels, predicted, labels=every, target_names=classes,
@@ -108,44 +124,67 @@ def score(probs: np.ndarray, labels: np.ndarray, classes: list[str], bins: int) 
 def evaluate_model(model: str, paths: Paths, test: TestSet, params: EvaluateParams) -> ModelResult:
     """Score each of the model's folds and their ensemble on the test set."""
     device = pick_device(params.device)
-    folds, total = {}, None
+    folds, total, total_single = {}, None, None
     for directory in paths.trained_folds(model):
         network, config = load_model(directory / "weights.pt")
         if config["classes"] != test.classes or config["image_size"] != test.pixels.shape[1]:
             raise ValueError(f"{directory}: trained on classes {config['classes']} at "
                              f"{config['image_size']} px, but the test set has {test.classes} at "
                              f"{test.pixels.shape[1]} px; re-run the train stage")
-        probs = predict(network, config, test.pixels, params, device)
-        folds[directory.name] = score(probs, test.labels, test.classes, params.calibration_bins)
+        single, probs = predict_views(network, config, test.pixels, params, device)
+        fold = folds[directory.name] = score(probs, test.labels, test.classes, params.calibration_bins)
+        fold["accuracy_no_tta"] = accuracy(single, test.labels)
         total = probs.astype(np.float64) if total is None else total + probs
-        print(f"{model} {directory.name}: test acc {folds[directory.name]['accuracy']:.4f}, "
-              f"loss {folds[directory.name]['loss']:.4f}")
+        total_single = single.astype(np.float64) if total_single is None else total_single + single
+        print(f"{model} {directory.name}: test acc {fold['accuracy']:.4f} "
+              f"({fold['accuracy_no_tta']:.4f} without TTA), loss {fold['loss']:.4f}")
     probabilities = (total / len(folds)).astype(np.float32)
     ensemble = score(probabilities, test.labels, test.classes, params.calibration_bins)
-    print(f"{model} ensemble of {len(folds)} folds: test acc {ensemble['accuracy']:.4f}, "
-          f"ECE {ensemble['ece']:.4f}")
+    ensemble["accuracy_no_tta"] = accuracy(total_single, test.labels)
+    print(f"{model} ensemble of {len(folds)} folds: test acc {ensemble['accuracy']:.4f} "
+          f"({ensemble['accuracy_no_tta']:.4f} without TTA), ECE {ensemble['ece']:.4f}")
     return ModelResult(model, folds, ensemble, probabilities)
 
 
 # ----------------------------------------------------------------------------- statistics
 
 def paired_t_test(a: list[float], b: list[float]) -> dict:
-    """Paired t-test of per-fold accuracies a vs b (scipy.stats.ttest_rel), never raising.
+    """Paired t-test of per-fold accuracies a vs b (scipy.stats.ttest_rel), never raising, with
+    the `CONFIDENCE` interval of the mean difference (mean ± t quantile × standard error).
 
     Undefined with fewer than 2 folds or when the difference is the same in every fold (zero
-    variance): then t and p are None and `note` says why.
+    variance): then t, p and the interval are None and `note` says why.
     """
     diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     out = {"folds": len(diff), "mean_diff": float(diff.mean()) if len(diff) else None,
-           "t_statistic": None, "t_pvalue": None, "note": None}
+           "t_statistic": None, "t_pvalue": None, "ci_low": None, "ci_high": None, "note": None}
     if len(diff) < 2:
         out["note"] = f"needs at least 2 folds, got {len(diff)}"
     elif np.ptp(diff) < 1e-12:  # equal up to rounding: 0.9 - 0.8 != 0.8 - 0.7 in floats
         out["note"] = "the difference is the same in every fold (zero variance): t is undefined"
     else:
         result = stats.ttest_rel(a, b)
-        out.update(t_statistic=float(result.statistic), t_pvalue=float(result.pvalue))
+        interval = result.confidence_interval(CONFIDENCE)
+        out.update(t_statistic=float(result.statistic), t_pvalue=float(result.pvalue),
+                   ci_low=float(interval.low), ci_high=float(interval.high))
     return out
+
+
+def paired_accuracy_gap(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """Accuracy of a minus accuracy of b on the same images, with its `CONFIDENCE` interval.
+
+    The Wald interval for a difference of paired proportions (Agresti, "Categorical Data
+    Analysis", 10.1): with n images, b = only a right and c = only b right, the gap is (b - c) / n
+    and its standard error sqrt(b + c - (b - c)^2 / n) / n. Only the discordant images add to the
+    uncertainty, which is why it is far narrower than two separate accuracy intervals.
+    """
+    n = len(correct_a)
+    only_a = int(np.sum(correct_a & ~correct_b))
+    only_b = int(np.sum(~correct_a & correct_b))
+    gap = (only_a - only_b) / n
+    se = math.sqrt(max(only_a + only_b - (only_a - only_b) ** 2 / n, 0.0)) / n
+    z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
+    return {"diff": gap, "ci_low": gap - z * se, "ci_high": gap + z * se}
 
 
 def mcnemar_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
@@ -188,11 +227,13 @@ def compare(results: list[ModelResult], labels: np.ndarray) -> dict[str, dict]:
         common = [f for f in result.folds if f in base.folds]  # pair fold k with fold k
         t_test = paired_t_test([result.folds[f]["accuracy"] for f in common],
                                [base.folds[f]["accuracy"] for f in common])
-        mcnemar = mcnemar_test(result.probabilities.argmax(1) == labels,
-                               base.probabilities.argmax(1) == labels)
+        right, base_right = result.probabilities.argmax(1) == labels, base.probabilities.argmax(1) == labels
+        gap = paired_accuracy_gap(right, base_right)
         comparisons[f"{result.model}_vs_{base.model}"] = {
-            "model": result.model, "baseline": base.model, "t_test": t_test, "mcnemar": mcnemar,
-            "ensemble_diff": result.ensemble["accuracy"] - base.ensemble["accuracy"],
+            "model": result.model, "baseline": base.model, "t_test": t_test,
+            "mcnemar": mcnemar_test(right, base_right), "confidence": CONFIDENCE,
+            "ensemble_diff": gap["diff"], "ensemble_ci_low": gap["ci_low"],
+            "ensemble_ci_high": gap["ci_high"],
         }
     return comparisons
 
@@ -213,23 +254,32 @@ def metrics_summary(results: list[ModelResult], comparisons: dict[str, dict]) ->
     summary: dict[str, dict] = {}
     for r in results:
         accs = [f["accuracy"] for f in r.folds.values()]
+        single = [f["accuracy_no_tta"] for f in r.folds.values()]
         summary[r.model] = {
             "test_acc_mean": _round(float(np.mean(accs))),
             "test_acc_std": _round(float(np.std(accs, ddof=1))) if len(accs) > 1 else 0.0,
+            "test_acc_no_tta_mean": _round(float(np.mean(single))),
             "test_loss_mean": _round(float(np.mean([f["loss"] for f in r.folds.values()]))),
             "ensemble_acc": _round(r.ensemble["accuracy"]),
+            "ensemble_acc_no_tta": _round(r.ensemble["accuracy_no_tta"]),
             "ensemble_loss": _round(r.ensemble["loss"]),
             "ensemble_macro_f1": _round(r.ensemble["report"]["macro avg"]["f1-score"]),
             "ece": _round(r.ensemble["ece"]),
-            "folds": {name: {"test_acc": _round(f["accuracy"]), "test_loss": _round(f["loss"]),
-                             "ece": _round(f["ece"])} for name, f in r.folds.items()},
+            "folds": {name: {"test_acc": _round(f["accuracy"]),
+                             "test_acc_no_tta": _round(f["accuracy_no_tta"]),
+                             "test_loss": _round(f["loss"]), "ece": _round(f["ece"])}
+                      for name, f in r.folds.items()},
         }
     summary["comparison"] = {
         key: {
             "mean_diff": _round(c["t_test"]["mean_diff"]),
+            "mean_diff_ci_low": _round(c["t_test"]["ci_low"]),
+            "mean_diff_ci_high": _round(c["t_test"]["ci_high"]),
             "t_statistic": _round(c["t_test"]["t_statistic"], 3),
             "t_pvalue": _pvalue(c["t_test"]["t_pvalue"]),
             "ensemble_diff": _round(c["ensemble_diff"]),
+            "ensemble_diff_ci_low": _round(c["ensemble_ci_low"]),
+            "ensemble_diff_ci_high": _round(c["ensemble_ci_high"]),
             "mcnemar_statistic": _round(c["mcnemar"]["statistic"], 3),
             "mcnemar_pvalue": _pvalue(c["mcnemar"]["pvalue"]),
             f"{c['model']}_only_right": c["mcnemar"]["only_a"],

@@ -88,6 +88,7 @@ def sections(inputs: ReportInputs, params: ReportParams, seed: int) -> list[Sect
     metrics_file = str(Paths().eval_metrics)
     return [
         Section("headline", [Block(None, [
+            *text.answer(inputs),
             Table(pd.DataFrame(text.headline(inputs)), "headline"),
             f"{text.HEADLINE_NOTE} {text.jpeg_note(inputs.source)}".strip(),
             Table(text.fold_table(inputs), "folds")])]),

@@ -79,6 +79,9 @@ def test_paired_t_test_matches_scipy_and_the_formula():
     assert out["t_pvalue"] == pytest.approx(2 * stats.t.sf(0.1 / (0.05 / math.sqrt(3)), df=2))
     assert out["t_pvalue"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert out["folds"] == 3 and out["note"] is None
+    # 95 % interval: mean ± t(0.975, df 2) x sd / sqrt 3, t(0.975, 2) = 4.3027
+    half = 4.302653 * 0.05 / math.sqrt(3)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((0.1 - half, 0.1 + half), abs=1e-6)
 
 
 @pytest.mark.parametrize(("a", "b", "words"), [
@@ -91,6 +94,7 @@ def test_paired_t_test_guards_never_crash_or_warn(a, b, words):
         warnings.simplefilter("error")
         out = evaluate.paired_t_test(a, b)
     assert out["t_statistic"] is None and out["t_pvalue"] is None and words in out["note"]
+    assert out["ci_low"] is None and out["ci_high"] is None
     assert out["mean_diff"] == pytest.approx(np.mean(a) - np.mean(b))
 
 
@@ -112,6 +116,18 @@ def test_mcnemar_chi_square_with_continuity_correction_for_many():
     # chi-square with 1 df: P(X > s) = erfc(sqrt(s / 2))
     assert out["pvalue"] == pytest.approx(math.erfc(math.sqrt(9.025 / 2)))
     assert out["method"] == "chi-square with continuity correction"
+
+
+def test_paired_accuracy_gap_and_its_interval_by_hand():
+    # 100 images: 30 only a right, 10 only b right, 50 both, 10 neither -> gap 0.2,
+    # se = sqrt(30 + 10 - 20^2 / 100) / 100 = 0.06, 95 %: 0.2 ± 1.95996 x 0.06
+    a = np.array([True] * 30 + [False] * 10 + [True] * 50 + [False] * 10)
+    b = np.array([False] * 30 + [True] * 10 + [True] * 50 + [False] * 10)
+    out = evaluate.paired_accuracy_gap(a, b)
+    assert out["diff"] == pytest.approx(a.mean() - b.mean())
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((0.2 - 0.1175978, 0.2 + 0.1175978), abs=1e-6)
+    same = evaluate.paired_accuracy_gap(a, a)
+    assert same == {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0}
 
 
 def test_mcnemar_without_discordant_pairs():
@@ -155,6 +171,10 @@ def test_predict_with_flip_tta_averages_the_mirrored_images(tmp_path):
     mirrored = evaluate.predict(model, config, np.ascontiguousarray(pixels[:, :, ::-1]), no_tta, cpu)
     assert evaluate.predict(model, config, pixels, EVALUATE, cpu) == pytest.approx(
         (plain + mirrored) / 2, abs=1e-6)
+    single, counted = evaluate.predict_views(model, config, pixels, EVALUATE, cpu)
+    assert single == pytest.approx(plain, abs=1e-6) and counted == pytest.approx((plain + mirrored) / 2, abs=1e-6)
+    single, counted = evaluate.predict_views(model, config, pixels, no_tta, cpu)
+    assert single is counted
 
 
 @pytest.fixture(scope="module")
@@ -168,12 +188,15 @@ def test_metrics_file_has_stable_numeric_keys(evaluated):
     root, summary = evaluated
     assert json.loads((root / "metrics/evaluate.json").read_text()) == summary
     assert set(summary) == {"ann", "cnn", "comparison"}
-    assert set(summary["cnn"]) == {"test_acc_mean", "test_acc_std", "test_loss_mean", "ensemble_acc",
+    assert set(summary["cnn"]) == {"test_acc_mean", "test_acc_std", "test_acc_no_tta_mean",
+                                   "test_loss_mean", "ensemble_acc", "ensemble_acc_no_tta",
                                    "ensemble_loss", "ensemble_macro_f1", "ece", "folds"}
     assert set(summary["cnn"]["folds"]) == {"fold_0", "fold_1"}
+    assert set(summary["cnn"]["folds"]["fold_0"]) == {"test_acc", "test_acc_no_tta", "test_loss", "ece"}
     assert set(summary["comparison"]) == {"cnn_vs_ann"}
     assert set(summary["comparison"]["cnn_vs_ann"]) == {
-        "mean_diff", "t_statistic", "t_pvalue", "ensemble_diff", "mcnemar_statistic",
+        "mean_diff", "mean_diff_ci_low", "mean_diff_ci_high", "t_statistic", "t_pvalue",
+        "ensemble_diff", "ensemble_diff_ci_low", "ensemble_diff_ci_high", "mcnemar_statistic",
         "mcnemar_pvalue", "cnn_only_right", "ann_only_right"}
     text = (root / "metrics/evaluate.json").read_text()
     assert "NaN" not in text and "Infinity" not in text  # strict JSON for `dvc metrics`
@@ -193,6 +216,25 @@ def test_summary_agrees_with_the_details_and_predictions(evaluated):
     assert (predictions["true"] == predictions["predicted"]).mean() == pytest.approx(
         summary["cnn"]["ensemble_acc"], abs=1e-4)
     assert np.asarray(details["models"]["cnn"]["ensemble"]["confusion"]).sum() == 40
+    pair = summary["comparison"]["cnn_vs_ann"]
+    assert pair["mean_diff_ci_low"] < pair["mean_diff"] < pair["mean_diff_ci_high"]
+    assert pair["ensemble_diff"] == pytest.approx(summary["cnn"]["ensemble_acc"] - summary["ann"]["ensemble_acc"],
+                                                  abs=1e-4)
+    assert pair["ensemble_diff_ci_low"] <= pair["ensemble_diff"] <= pair["ensemble_diff_ci_high"]
+
+
+def test_accuracy_without_tta_is_the_image_alone(evaluated):
+    """The study had no TTA: its figures compare with `test_acc_no_tta`, scored on one view."""
+    root, summary = evaluated
+    paths = Paths(root)
+    test = read_test(paths.prepared_test)
+    no_tta = EVALUATE.model_copy(update={"tta_flip": False})
+    folds = [evaluate.predict(*evaluate.load_model(d / "weights.pt"), test.pixels, no_tta,
+                              torch.device("cpu")) for d in paths.trained_folds("cnn")]
+    assert [summary["cnn"]["folds"][f"fold_{k}"]["test_acc_no_tta"] for k in (0, 1)] == pytest.approx(
+        [(f.argmax(1) == test.labels).mean() for f in folds], abs=1e-4)
+    assert summary["cnn"]["ensemble_acc_no_tta"] == pytest.approx(
+        (np.mean(folds, axis=0).argmax(1) == test.labels).mean(), abs=1e-4)
 
 
 def test_ensemble_is_the_mean_of_the_folds_softmax(evaluated):

@@ -45,21 +45,43 @@ def test_markdown_has_the_summary_sections(built):
                   "Change against the previous commit"):
         assert f"\n## {title}\n" in built.markdown
     assert "### ANN" in built.markdown and "### CNN" in built.markdown
-    assert re.search(r"\| model\s+\| test accuracy \(mean ± std\)\s+\| ensemble accuracy\s+\|", built.markdown)
+    assert re.search(r"\| model\s+\| test accuracy, one view \(mean ± std\)\s+\| ensemble, one view\s+\|",
+                     built.markdown)
 
 
 def test_headline_numbers_come_from_the_metrics_files(inputs, built):
     rows = {r["model"]: r for r in built.headline}
     assert set(rows) == {"ANN", "CNN"}
     cnn = inputs.metrics["cnn"]
-    assert rows["CNN"]["ensemble accuracy"] == f"{100 * cnn['ensemble_acc']:.2f} %"
-    assert rows["CNN"]["test accuracy (mean ± std)"] == (
+    assert rows["CNN"]["ensemble, flip TTA"] == f"{100 * cnn['ensemble_acc']:.2f} %"
+    assert rows["CNN"]["ensemble, one view"] == f"{100 * cnn['ensemble_acc_no_tta']:.2f} %"
+    assert rows["CNN"]["test accuracy, flip TTA (mean ± std)"] == (
         f"{100 * cnn['test_acc_mean']:.2f} ± {100 * cnn['test_acc_std']:.2f} %")
+    single = [cnn["folds"][f]["test_acc_no_tta"] for f in ("fold_0", "fold_1")]
+    assert rows["CNN"]["test accuracy, one view (mean ± std)"] == (
+        f"{100 * np.mean(single):.2f} ± {100 * np.std(single, ddof=1):.2f} %")
     assert rows["CNN"]["parameters"] == f"{inputs.training['cnn'][0]['parameters']:,}"
     assert rows["ANN"]["training time"] == "9.0 s"  # two folds of 4.5 s
     assert rows["ANN"]["epochs run per fold"] == "3, 3" and rows["ANN"]["early stops"] == "1 of 2"
-    assert rows["CNN"]["ensemble accuracy"] in built.html and rows["CNN"]["ensemble accuracy"] in (
+    assert rows["CNN"]["ensemble, one view"] in built.html and rows["CNN"]["ensemble, one view"] in (
         built.markdown)
+
+
+def test_the_report_opens_with_the_answer(inputs, built):
+    """Both models' accuracies, then the gap with its interval and both tests' p-values."""
+    first = built.markdown.split("## Headline comparison", 1)[1].split("| model", 1)[0]
+    cnn, pair = inputs.metrics["cnn"], inputs.metrics["comparison"]["cnn_vs_ann"]
+    assert f"**CNN**: {100 * cnn['test_acc_no_tta_mean']:.2f} % mean test accuracy of its 2 fold models" in first
+    assert f"{100 * cnn['ensemble_acc_no_tta']:.2f} % for their ensemble" in first
+    assert f"with flip TTA {100 * cnn['test_acc_mean']:.2f} % per fold" in first
+    assert "trained in 9.0 s on CPU" in first and "**ANN**" in first
+    gap = first.split("**The gap, CNN − ANN** (with flip TTA): ", 1)[1]
+    assert gap.startswith(f"{100 * pair['mean_diff']:+.2f} points per fold (95 % CI "
+                          f"{100 * pair['mean_diff_ci_low']:+.2f} to {100 * pair['mean_diff_ci_high']:+.2f}, "
+                          "paired t-test p")
+    low, high = 100 * pair["ensemble_diff_ci_low"], 100 * pair["ensemble_diff_ci_high"]
+    assert (f"{100 * pair['ensemble_diff']:+.2f} points between the ensembles (95 % CI "
+            f"{low:+.2f} to {high:+.2f}, McNemar p") in gap
 
 
 def test_every_figure_caption_carries_the_jpeg_note(built):
@@ -87,11 +109,12 @@ def test_the_tests_in_plain_words(inputs):
     fake = copy.copy(inputs)
     fake.details = copy.deepcopy(inputs.details)
     pair = fake.details["comparisons"]["cnn_vs_ann"]
-    pair["t_test"].update(folds=5, mean_diff=0.1234, t_statistic=8.5, t_pvalue=0.00105)
+    pair["t_test"].update(folds=5, mean_diff=0.1234, t_statistic=8.5, t_pvalue=0.00105, ci_low=0.1, ci_high=0.15)
     pair["mcnemar"].update(only_a=1500, only_b=300, pvalue=1e-200,
                            method="chi-square with continuity correction")
     words = " ".join(report.statistics_in_words(fake))
     assert "Over 5 folds, the CNN beats the ANN by 12.34 points of test accuracy" in words
+    assert "95 % confidence interval +10.00 to +15.00 points; paired t-test" in words
     assert "t = 8.50, p = 0.001, significant at the 5 % level" in words
     assert "only the CNN is right on 1,500, only the ANN on 300" in words
     assert "p < 0.0001" in words and "Expected calibration error" in words
