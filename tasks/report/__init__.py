@@ -6,6 +6,7 @@ own `dvc metrics diff` against the last commit. Nothing is typed in by hand. Alo
 
 - `inputs.py`   reading every file the report is made of
 - `text.py`     numbers, sentences and tables (data frames), pure functions of the inputs
+- `study.py`    the study's published figures (`published.yaml`) beside the measured ones
 - `figures.py`  one builder per kind of figure
 - `render.py`   one section model, rendered to HTML (a Jinja2 template) and to Markdown
 
@@ -15,7 +16,9 @@ publishes the result as Prefect artifacts).
 
 from tasks.report.inputs import ReportInputs, load_inputs, metrics_diff
 from tasks.report.render import SECTIONS, Report, build_report, write_report
+from tasks.report.study import comparison as study_comparison
+from tasks.report.study import load_published
 from tasks.report.text import HEADLINE_NOTE, jpeg_note, sample_ids, statistics_in_words
 
 __all__ = ["HEADLINE_NOTE", "SECTIONS", "Report", "ReportInputs", "build_report", "jpeg_note", "load_inputs",
-           "metrics_diff", "sample_ids", "statistics_in_words", "write_report"]
+           "load_published", "metrics_diff", "study_comparison", "sample_ids", "statistics_in_words", "write_report"]

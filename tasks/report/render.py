@@ -13,7 +13,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from tasks.config import ReportParams
 from tasks.io import write_atomic
 from tasks.paths import Paths
-from tasks.report import figures, text
+from tasks.report import figures, study, text
 from tasks.report.inputs import ReportInputs
 
 TITLE = "CIFAR-10: CNN vs ANN — evaluation report"
@@ -21,6 +21,7 @@ COMMAND = "python -m flows.report"  # the `report` stage of `dvc repro`
 SECTIONS = {  # id -> heading, in the order they appear
     "headline": "Headline comparison",
     "tests": "Statistical tests",
+    "study": "The study's published figures beside ours",
     "learning-curves": "Learning curves",
     "confusion": "Confusion matrices and classification reports",
     "samples": "Sample predictions",
@@ -86,6 +87,8 @@ def sections(inputs: ReportInputs, params: ReportParams, seed: int) -> list[Sect
     confusion = {p.model: p for p in figures.confusion_figures(inputs)}
     mistakes = figures.mistake_figures(inputs, params)
     metrics_file = str(Paths().eval_metrics)
+    published = study.load_published()
+    table = study.comparison(inputs, published)
     return [
         Section("headline", [Block(None, [
             *text.answer(inputs),
@@ -93,6 +96,8 @@ def sections(inputs: ReportInputs, params: ReportParams, seed: int) -> list[Sect
             f"{text.HEADLINE_NOTE} {text.jpeg_note(inputs.source)}".strip(),
             Table(text.fold_table(inputs), "folds")])]),
         Section("tests", [Block(None, text.statistics_in_words(inputs))]),
+        Section("study", [Block(None, [*study.comparison_in_words(inputs, published)]
+                                + ([Table(table, "study")] if table is not None else []))]),
         Section("learning-curves", _figures_only(figures.learning_curve_figures(inputs)), in_markdown=False),
         Section("confusion", [Block(None, ["The confusion matrix and the per-class scores of each fold ensemble "
                                            "on the test set."])] + [

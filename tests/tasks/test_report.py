@@ -161,3 +161,35 @@ def test_the_report_stage_does_not_import_torch_or_the_training_code():
             "print(sorted(m for m in ('torch', 'tasks.train', 'tasks.models') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_study_s_published_figures_beside_the_measured_ones(inputs, built):
+    published = report.load_published()
+    assert published["per_fold"]["test_accuracy"] == [0.8325, 0.8427, 0.8355, 0.8422, 0.8460]
+    assert published["per_fold"]["mean_test_accuracy"] == pytest.approx(
+        np.mean(published["per_fold"]["test_accuracy"]), abs=5e-5)
+    table = report.study_comparison(inputs, published).set_index("figure")
+    cnn = inputs.metrics["cnn"]
+    mean = table.loc["CNN, mean of the folds: test accuracy"]
+    assert (mean["published, not measured"], mean["measured here"]) == (
+        "83.98 %", f"{100 * cnn['test_acc_no_tta_mean']:.2f} %")
+    assert mean["difference"] == f"{100 * (cnn['test_acc_no_tta_mean'] - 0.8398):+.2f} points"
+    fold = table.loc["CNN fold 1: test accuracy"]
+    assert fold["measured here"] == f"{100 * cnn['folds']['fold_1']['test_acc_no_tta']:.2f} %"
+    assert table.loc["CNN fold 4: test accuracy", "measured here"] == "n/a"  # this run has 2 folds
+    assert table.loc["early CNN, no sampling or augmentation", "published, not measured"] == "54.00 %"
+    assert table.loc["CNN: recall of cat", "difference"] == "—"  # no class "cat" in the tiny data
+    assert "published, not measured" in built.markdown and 'id="study"' in built.html
+    assert "faulty metric" in built.markdown
+
+
+def test_published_recall_ranges_against_the_measured_recall(inputs):
+    fake = copy.copy(inputs)
+    fake.details = copy.deepcopy(inputs.details)
+    ensemble = fake.details["models"]["cnn"]["ensemble"]["report"]
+    ensemble["cat"], ensemble["bird"] = {"recall": 0.6}, {"recall": 0.70}
+    table = report.study_comparison(fake, report.load_published()).set_index("figure")
+    assert table.loc["CNN: recall of cat", "difference"] == "-1.00 points below the range"
+    assert table.loc["CNN: recall of bird", "difference"] == "within the range"
+    fake.models = ["ann"]
+    assert report.study_comparison(fake, report.load_published()) is None
