@@ -4,11 +4,13 @@ data frames, written by pandas (`to_html`, `to_markdown`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from tasks.config import ReportParams
 from tasks.io import write_atomic
@@ -68,6 +70,15 @@ class Section:
 
 _TEMPLATES.tests.update(table=lambda item: isinstance(item, Table),
                         picture=lambda item: isinstance(item, figures.Picture))
+
+
+def inline_markdown(text: str) -> Markup:
+    """A paragraph's `**bold**` and `code` as HTML; everything else escaped."""
+    html = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", str(escape(text)))
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", html))
+
+
+_TEMPLATES.filters["inline"] = inline_markdown
 
 
 @dataclass

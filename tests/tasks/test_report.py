@@ -163,6 +163,12 @@ def test_the_report_stage_does_not_import_torch_or_the_training_code():
     assert done.stdout.strip() == "[]"
 
 
+def test_paragraphs_keep_their_emphasis_and_code_in_html(built):
+    assert "<p><strong>CNN</strong>: " in built.html and "**CNN**" not in built.html
+    assert "<code>python -m flows.report</code>" in built.html
+    assert str(report.render.inline_markdown("a < b **c**")) == "a &lt; b <strong>c</strong>"
+
+
 def test_the_study_s_published_figures_beside_the_measured_ones(inputs, built):
     published = report.load_published()
     assert published["per_fold"]["test_accuracy"] == [0.8325, 0.8427, 0.8355, 0.8422, 0.8460]
