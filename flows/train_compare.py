@@ -40,11 +40,12 @@ def experiment_name(run_name: str, now: datetime) -> str:
     return f"{now:%Y%m%d-%H%M}-{run_name}"
 
 
-def exp_run_command(overrides: dict[str, Any] | None, name: str) -> list[str]:
-    """`dvc exp run --temp` with each override as `--set-param` (values written as YAML, which is
-    how DVC reads them). `--wait-for-lock`: a `dvc repro` holds the workspace's lock only between
-    its stages, so the run waits those few seconds instead of failing."""
-    command = ["dvc", "--wait-for-lock", "exp", "run", "--temp", "--name", name]
+def exp_run_command(overrides: dict[str, Any] | None, name: str, queue: bool = False) -> list[str]:
+    """`dvc exp run --temp` (or `--queue`: run later by `dvc queue start`) with each override as
+    `--set-param` (values written as YAML, which is how DVC reads them). `--wait-for-lock`: a
+    `dvc repro` holds the workspace's lock only between its stages, so the run waits those few
+    seconds instead of failing."""
+    command = ["dvc", "--wait-for-lock", "exp", "run", "--queue" if queue else "--temp", "--name", name]
     for key, value in (overrides or {}).items():
         rendered = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...")
         command += ["--set-param", f"{key}={rendered}"]
@@ -116,7 +117,7 @@ def serve() -> None:
     )
 
 
-def _parse_sets(items: list[str]) -> dict[str, Any]:
+def parse_sets(items: list[str]) -> dict[str, Any]:
     overrides = {}
     for item in items:
         key, _, value = item.partition("=")
@@ -140,7 +141,7 @@ def main() -> None:
     elif args.action == "show":
         stage_main(lambda: show(args.name))
     else:
-        stage_main(lambda: train_compare(_parse_sets(args.set), args.name))
+        stage_main(lambda: train_compare(parse_sets(args.set), args.name))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""The study's progression rebuilt as DVC experiments: its steps, and the table of their results.
+
+The steps live in presets/progression.yaml: a name, a label, the step it builds on and the `-S`
+overrides of params.yaml that make it. flows/progression.py queues one experiment per step and
+runs the queue; `progression_table` turns each experiment's metrics files (metrics/evaluate.json
+and metrics/train.json) into one row per step: its model's mean ± std test accuracy over the
+folds (one view of each image, as the study measured), the ensemble's macro F1, the gain over the
+step it builds on and the training time. Steps whose experiment is missing stay in the table as
+"not run", so a partial queue still reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from tasks.errors import PipelineError
+
+STEPS_FILE = Path(__file__).resolve().parents[1] / "presets" / "progression.yaml"
+
+
+class ProgressionError(PipelineError):
+    """A malformed steps file: the message names the file, the step and the cause."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    label: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    builds_on: str | None = None
+
+    @property
+    def model(self) -> str:
+        return self.overrides["train.models"][0]
+
+    def changes(self) -> str:
+        """The overrides as `-S` would spell them, for the table's "what changed" column."""
+        return ", ".join(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                         for k, v in self.overrides.items()) or "nothing (params.yaml)"
+
+
+def load_steps(path: Path = STEPS_FILE) -> list[Step]:
+    """The steps in order, checked: unique names, one model each, `builds_on` an earlier step."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())  # YAML's message spans lines; keep it to one
+        raise ProgressionError(f"{path}: cannot read the progression steps: {reason}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list) or not raw["steps"]:
+        raise ProgressionError(f"{path}: expected a non-empty list under 'steps'")
+    steps: list[Step] = []
+    for i, item in enumerate(raw["steps"]):
+        where = f"{path}: step {i + 1}" + (f" ({item['name']})" if isinstance(item, dict) and "name" in item else "")
+        if not isinstance(item, dict) or not {"name", "label"} <= set(item) or set(item) - {"name", "label", "set",
+                                                                                             "builds_on"}:
+            raise ProgressionError(f"{where}: needs 'name' and 'label', may have 'set' and 'builds_on', nothing else")
+        overrides = item.get("set") or {}
+        models = overrides.get("train.models")
+        if not (isinstance(models, list) and len(models) == 1 and isinstance(models[0], str)):
+            raise ProgressionError(f"{where}: 'set' must name exactly one model, as train.models: [<model>]")
+        if item["name"] in {s.name for s in steps}:
+            raise ProgressionError(f"{where}: the name {item['name']!r} is used twice")
+        if item.get("builds_on") is not None and item["builds_on"] not in {s.name for s in steps}:
+            raise ProgressionError(f"{where}: builds_on {item['builds_on']!r} is not an earlier step")
+        steps.append(Step(str(item["name"]), str(item["label"]), dict(overrides), item.get("builds_on")))
+    return steps
+
+
+def experiment_name(prefix: str, step: Step) -> str:
+    return f"{prefix}-{step.name}"
+
+
+def step_result(step: Step, evaluation: dict | None, training: dict | None) -> dict:
+    """One step's figures from its experiment's metrics files (None: the experiment is missing)."""
+    metrics = (evaluation or {}).get(step.model)
+    if metrics is None:
+        return {"step": step.name, "ran": False}
+    single = [fold["test_acc_no_tta"] for fold in metrics["folds"].values()]
+    return {
+        "step": step.name, "ran": True, "folds": len(single),
+        "test_acc_mean": float(np.mean(single)),
+        "test_acc_std": float(np.std(single, ddof=1)) if len(single) > 1 else 0.0,
+        "macro_f1": metrics["ensemble_macro_f1"],
+        "train_seconds": ((training or {}).get(step.model) or {}).get("train_seconds"),
+    }
+
+
+def progression_table(steps: list[Step], results: dict[str, dict]) -> pd.DataFrame:
+    """One row per step, in the steps' order; `gain` is the mean test accuracy minus that of the
+    step it builds on (NaN when either did not run or it builds on nothing)."""
+    rows = []
+    for step in steps:
+        result = results.get(step.name) or {"ran": False}
+        rows.append({"step": step.name, "label": step.label, "model": step.model, "builds_on": step.builds_on,
+                     "changes": step.changes(), "ran": result["ran"],
+                     "folds": result.get("folds"), "test_acc_mean": result.get("test_acc_mean", np.nan),
+                     "test_acc_std": result.get("test_acc_std", np.nan),
+                     "macro_f1": result.get("macro_f1", np.nan),
+                     "train_seconds": result.get("train_seconds") if result.get("train_seconds") is not None
+                     else np.nan})
+    frame = pd.DataFrame(rows)
+    accuracy = dict(zip(frame["step"], frame["test_acc_mean"], strict=True))
+    frame["gain"] = [a - accuracy[s.builds_on] if s.builds_on else np.nan
+                     for a, s in zip(frame["test_acc_mean"], steps, strict=True)]
+    return frame
+
+
+def format_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as people read it: percentages, signed gains, durations."""
+    def gain(value: float, base: str | None) -> str:
+        if base is None:
+            return "—"
+        return f"— vs {base}" if np.isnan(value) else f"{100 * value:+.2f} points vs {base}"
+
+    return pd.DataFrame({
+        "step": frame["label"],
+        "what changed": frame["changes"],
+        "test accuracy (mean ± std, one view)": [
+            "not run" if np.isnan(m) else f"{100 * m:.2f} ± {100 * s:.2f} %"
+            for m, s in zip(frame["test_acc_mean"], frame["test_acc_std"], strict=True)],
+        "macro F1 (ensemble)": ["—" if np.isnan(v) else f"{v:.3f}" for v in frame["macro_f1"]],
+        "gain": [gain(g, b if isinstance(b, str) else None)
+                 for g, b in zip(frame["gain"], frame["builds_on"], strict=True)],
+        "training time": ["—" if np.isnan(t) else f"{t / 60:.1f} min" for t in frame["train_seconds"]],
+    })
