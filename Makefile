@@ -46,9 +46,8 @@ test: setup  ## the test suite
 lint: setup  ## ruff
 	python -m ruff check flows tasks tests benchmarks
 
-bench: setup  ## benchmarks that print figures (prepare speed and memory, training throughput)
-	python -m benchmarks.prepare_speed
-	python -m benchmarks.train_throughput
+bench: setup  ## every benchmark beside its reference: benchmarks/results.json and BENCHMARKS.md
+	python -m benchmarks.suite
 
 push: setup  ## send the data, models and report of dvc.lock to the DVC remote (see README: Sharing results)
 	dvc push

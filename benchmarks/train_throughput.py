@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,32 @@ def bare_step(model, optimizer, x, y, steps: int) -> float:
     return steps * len(x) / (time.perf_counter() - started)
 
 
+def measure(models: list[str], batch_sizes: list[int], steps: int) -> Iterator[dict]:
+    """Images/s of the bare step and of the real loop, per model and batch size, as measured."""
+    params = load_params()
+    device = pick_device(params.train.device)
+    size = params.data.image_size
+    for name in models:
+        for batch in batch_sizes:
+            p = params.train.model_copy(update={"batch_size": batch, "epochs": 1})
+            torch.manual_seed(0)
+            model = build_model(name, 10, size, p.activation).to(device, memory_format=torch.channels_last)
+            optimizer = make_optimizer(model, p)
+            x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+            y = torch.randint(0, 10, (batch,), device=device)
+            bare = bare_step(model, optimizer, x, y, steps)
+            data = fake_fold(batch * steps, size, device)
+            scheduler, per_batch = make_scheduler(optimizer, p, steps)
+            generator = torch.Generator(device=device).manual_seed(0)
+            train_one_epoch(model, fake_fold(batch * 3, size, device), optimizer, scheduler, per_batch, p,
+                            params.augment, generator)  # warm-up
+            scheduler, per_batch = make_scheduler(optimizer, p, steps)
+            started = time.perf_counter()
+            train_one_epoch(model, data, optimizer, scheduler, per_batch, p, params.augment, generator)
+            loop = batch * steps / (time.perf_counter() - started)
+            yield {"model": name, "batch": batch, "bare": bare, "loop": loop}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["cnn_blog", "cnn", "ann"])
@@ -53,30 +80,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
     params = load_params()
-    device = pick_device(params.train.device)
-    size = params.data.image_size
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"augment {'on' if params.augment.enabled else 'off'}")
+    print(f"device {pick_device(params.train.device)}, torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads, augment {'on' if params.augment.enabled else 'off'}")
     print(f"{'model':10} {'batch':>5} {'bare img/s':>11} {'loop img/s':>11} {'loop/bare':>9}")
-    for name in args.models:
-        for batch in args.batch_sizes:
-            p = params.train.model_copy(update={"batch_size": batch, "epochs": 1})
-            torch.manual_seed(0)
-            model = build_model(name, 10, size, p.activation).to(device, memory_format=torch.channels_last)
-            optimizer = make_optimizer(model, p)
-            x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
-            y = torch.randint(0, 10, (batch,), device=device)
-            bare = bare_step(model, optimizer, x, y, args.steps)
-            data = fake_fold(batch * args.steps, size, device)
-            scheduler, per_batch = make_scheduler(optimizer, p, args.steps)
-            generator = torch.Generator(device=device).manual_seed(0)
-            train_one_epoch(model, fake_fold(batch * 3, size, device), optimizer, scheduler, per_batch, p,
-                            params.augment, generator)  # warm-up
-            scheduler, per_batch = make_scheduler(optimizer, p, args.steps)
-            started = time.perf_counter()
-            train_one_epoch(model, data, optimizer, scheduler, per_batch, p, params.augment, generator)
-            loop = batch * args.steps / (time.perf_counter() - started)
-            print(f"{name:10} {batch:5d} {bare:11.0f} {loop:11.0f} {loop / bare:9.0%}", flush=True)
+    for row in measure(args.models, args.batch_sizes, args.steps):
+        print(f"{row['model']:10} {row['batch']:5d} {row['bare']:11.0f} {row['loop']:11.0f} "
+              f"{row['loop'] / row['bare']:9.0%}", flush=True)
 
 
 if __name__ == "__main__":
