@@ -134,7 +134,11 @@ def test_the_debug_switch_brings_the_traceback_back(tmp_path, raw_params):
 
 
 @pytest.fixture
-def tiny(tmp_path, params):
+def tiny(tmp_path, params, monkeypatch):
+    # Outside the project's DVC repository: DVCLive signals each epoch to DVC's VS Code extension
+    # in the repository it runs in (.dvc/tmp/exps/run/), and two folds ending at once race on
+    # removing that file (dvclive.vscode.cleanup_dvclive_step_completed).
+    monkeypatch.chdir(tmp_path)
     paths, _, _ = two_fold_data(tmp_path, params, CLASSES, 24, size=16)
     fast = with_changes(params, train={"models": ("ann", "cnn_blog"), "epochs": 2, "batch_size": 32,
                                        "device": "cpu", "parallel": 2, "retries": 0})
