@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from tasks.report.inputs import ReportInputs
-from tasks.report.text import display_name, pct
+from tasks.report.text import display_name, pct, points
 
 PUBLISHED_FILE = Path(__file__).with_name("published.yaml")
 MARK = "published, not measured"
@@ -25,7 +25,7 @@ def load_published(path: Path = PUBLISHED_FILE) -> dict:
 
 
 def _points(measured: float | None, published: float) -> str:
-    return "—" if measured is None else f"{100 * (measured - published):+.2f} points"
+    return "—" if measured is None else f"{points(measured - published)} points"
 
 
 def _against_range(measured: float, low: float, high: float) -> str:
