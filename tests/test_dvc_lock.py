@@ -1,7 +1,4 @@
-"""(Waiting here, outside `tests/`, until the baseline's dvc.lock is committed: then move it to
-tests/test_dvc_lock.py. See checkpoints/README.md.)
-
-The committed results against the committed parameters: `dvc.lock` records the params every
+"""The committed results against the committed parameters: `dvc.lock` records the params every
 stage ran with, and `metrics/`, `eval/` and `reports/report.md` in git come from those runs. When
 they differ from `params.yaml`, git shows results of other settings as if they were the current
 ones (as it once showed the quick variant's), so the difference fails the suite, naming each key."""
@@ -11,60 +8,24 @@ from __future__ import annotations
 import pytest
 from dvc.utils.serialize import load_yaml
 
+from tasks.provenance import drift, lock_drift, recorded_params
 from tests.conftest import ROOT
 
 # Read as DVC reads them (YAML 1.2: DVC writes 1e-06, which YAML 1.1 readers take for a string).
 PARAMS = load_yaml(ROOT / "params.yaml")
-LOCK = load_yaml(ROOT / "dvc.lock")["stages"]
+LOCK = load_yaml(ROOT / "dvc.lock")
 STAGES = load_yaml(ROOT / "dvc.yaml")["stages"]
 
 
-class _Missing:
-    def __repr__(self) -> str:
-        return "no such key"
-
-
-MISSING = _Missing()
-
-
-def lookup(params: dict, dotted: str):
-    """A value by DVC's dotted key (`split.folds`) or a whole section (`train`)."""
-    node = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return MISSING
-        node = node[part]
-    return node
-
-
-def flatten(values: dict, prefix: str = "") -> dict:
-    """{"train": {"epochs": 16}} -> {"train.epochs": 16}; lists stay values."""
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def drift(recorded: dict, params: dict) -> list[str]:
-    """`key: locked value, params.yaml value` for every key of a recorded section that differs
-    (a key only on one side included)."""
-    locked = flatten(recorded)
-    current = flatten({key: lookup(params, key) for key in recorded})
-    return [f"{key}: dvc.lock has {locked.get(key, MISSING)!r}, params.yaml has {current.get(key, MISSING)!r}"
-            for key in sorted(locked.keys() | current.keys()) if locked.get(key, MISSING) != current.get(key, MISSING)]
-
-
 def test_every_stage_of_dvc_yaml_has_run_and_is_locked():
-    assert set(LOCK) == set(STAGES), (f"dvc.lock: stages {sorted(set(STAGES) - set(LOCK))} never ran, "
-                                      f"{sorted(set(LOCK) - set(STAGES))} are not in dvc.yaml")
+    locked = set(LOCK["stages"])
+    assert locked == set(STAGES), (f"dvc.lock: stages {sorted(set(STAGES) - locked)} never ran, "
+                                   f"{sorted(locked - set(STAGES))} are not in dvc.yaml")
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_locked_params_are_the_committed_params(stage):
-    recorded = LOCK.get(stage, {}).get("params", {}).get("params.yaml", {})
+    recorded = recorded_params(LOCK, stage)
     assert recorded or not STAGES[stage].get("params"), f"dvc.lock: stage {stage!r} records no params"
     differences = drift(recorded, PARAMS)
     assert not differences, (f"dvc.lock: stage {stage!r} ran with other params than params.yaml "
@@ -83,3 +44,5 @@ def test_drift_names_each_changed_key():
         "train.models: dvc.lock has no such key, params.yaml has ['ann', 'cnn']",
         "train.old: dvc.lock has 1, params.yaml has no such key"]
     assert drift({"gone.key": 1}, params) == ["gone.key: dvc.lock has 1, params.yaml has no such key"]
+    lock = {"stages": {"split": {"params": {"params.yaml": {"split.folds": 2}}}, "download": {"cmd": "x"}}}
+    assert lock_drift(lock, params) == ["split: split.folds: dvc.lock has 2, params.yaml has 5"]
