@@ -1,14 +1,19 @@
 """The study's progression as queued DVC experiments (steps: presets/progression.yaml).
 
-    python -m flows.progression queue [--prefix P] [--set KEY=VALUE ...]   # one queued experiment per step
-    dvc queue start --jobs 1                                               # DVC runs the queue
-    dvc queue status                                                       # what is queued, running, done
-    python -m flows.progression table [--prefix P]                         # one row per step
+    python -m flows.progression run [--fast] [--jobs N]    # queue every step, run the queue, print the table
+    python -m flows.progression queue [--fast] [--set KEY=VALUE ...]   # only queue them
+    dvc exp run --run-all --jobs 1                         # DVC runs the queue (or: dvc queue start)
+    dvc queue status                                       # what is queued, running, done
+    python -m flows.progression table [--fast]             # one row per step
+    python -m flows.progression history                    # every run of the default recipe, oldest first
 
 Each step is `dvc exp run --queue --name <prefix>-<step> -S ...`: DVC runs it later in a temporary
 copy of the repository, restores the stages its cache already holds (the data stages, so nothing
-is downloaded or decoded again) and records a named experiment. `--set` adds overrides to every
-step (a smaller budget, say). The table reads each experiment's metrics files with `dvc.api`.
+is downloaded or decoded again) and records a named experiment. `--fast` adds the steps file's
+`fast` overrides to every step (a CPU-sized budget) and names the experiments `fast-<step>`;
+`--set` adds more. The table reads each experiment's metrics files with `dvc.api`. `run` gives
+the queue one Prefect server (the configured one, or a temporary one): without it every stage of
+every experiment would start its own.
 """
 
 from __future__ import annotations
@@ -16,27 +21,38 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 from flows.common import PATHS, stage_main
+from flows.server import run_with_server
 from flows.train_compare import exp_run_command, parse_sets
 from tasks import progression
 
-PREFIX = "progression"
+PREFIX, FAST_PREFIX = "progression", "fast"
 
 
-def queue(prefix: str, extra: dict[str, Any]) -> list[str]:
+def queue(prefix: str, extra: dict[str, Any], steps_file: Path = progression.STEPS_FILE) -> list[str]:
     """Queue one experiment per step; returns their names."""
     names = []
-    for step in progression.load_steps():
+    for step in progression.load_steps(steps_file):
         name = progression.experiment_name(prefix, step)
         command = exp_run_command({**step.overrides, **extra}, name, queue=True)
         print("$", " ".join(command), flush=True)
-        subprocess.run(command, check=True)
+        if subprocess.run(command).returncode:
+            raise progression.ProgressionError(f"{name}: `dvc exp run --queue` failed (its message is above)")
         names.append(name)
-    print(f"queued {len(names)} experiments: run them with `dvc queue start --jobs 1`, "
-          f"then `python -m flows.progression table --prefix {prefix}`")
+    print(f"queued {len(names)} experiments")
     return names
+
+
+def run_queue(jobs: int) -> None:
+    """Run every queued experiment, `jobs` at a time, and wait for them (DVC follows their logs)."""
+    command = ["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)]
+    print("$", " ".join(command), flush=True)
+    if run_with_server(command):
+        raise progression.ProgressionError(f"`{' '.join(command)}` failed: see the experiments' logs above")
 
 
 def _metrics(name: str) -> tuple[dict | None, dict | None]:
@@ -52,26 +68,69 @@ def _metrics(name: str) -> tuple[dict | None, dict | None]:
     return out[0], out[1]
 
 
-def collect(prefix: str):
-    steps = progression.load_steps()
+def collect(prefix: str, steps_file: Path = progression.STEPS_FILE):
+    steps = progression.load_steps(steps_file)
     results = {s.name: progression.step_result(s, *_metrics(progression.experiment_name(prefix, s))) for s in steps}
     return progression.progression_table(steps, results)
+
+
+def _lock_at(rev: str) -> dict | None:
+    from dvc.utils.serialize import parse_yaml  # DVC's own reader (YAML 1.2), as DVC reads dvc.lock
+
+    done = subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=PATHS.root, capture_output=True, text=True)
+    return parse_yaml(done.stdout, "dvc.lock") if done.returncode == 0 else None
+
+
+def history():
+    done = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits", "--no-fetch"], cwd=PATHS.root,
+                          capture_output=True, text=True, check=True)
+    return progression.retraining_history(json.loads(done.stdout),
+                                          str(PATHS.eval_metrics), _lock_at)
+
+
+def print_table(prefix: str, steps_file: Path) -> None:
+    print(progression.format_table(collect(prefix, steps_file)).to_markdown(index=False))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
+    ran = sub.add_parser("run", help="queue every step, run the queue and print the table")
+    ran.add_argument("--jobs", type=int, default=1, help="experiments at a time (default 1: on a CPU, each "
+                                                          "experiment's training already uses every core)")
     queued = sub.add_parser("queue", help="queue one DVC experiment per step")
-    queued.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="an override added to every step (`dvc exp run -S`)")
     table = sub.add_parser("table", help="collect the experiments' metrics into the progression table")
-    for command in (queued, table):
-        command.add_argument("--prefix", default=PREFIX, help=f"experiment names' prefix (default {PREFIX})")
+    for command in (ran, queued, table):
+        command.add_argument("--fast", action="store_true", help="the fast variant: the steps file's `fast` "
+                                                                 f"overrides on every step, prefix {FAST_PREFIX!r}")
+        command.add_argument("--prefix", help=f"experiment names' prefix (default {PREFIX!r}, or "
+                                              f"{FAST_PREFIX!r} with --fast)")
+        command.add_argument("--steps", type=Path, default=progression.STEPS_FILE, help="the steps file")
+    for command in (ran, queued):
+        command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                             help="an override added to every step (`dvc exp run -S`)")
+    sub.add_parser("history", help="every recorded run of the default recipe, oldest first")
     args = parser.parse_args()
+    if args.action == "history":
+        stage_main(lambda: print(history().to_markdown(index=False)))
+        return
+    prefix = args.prefix or (FAST_PREFIX if args.fast else PREFIX)
+
+    def overrides() -> dict[str, Any]:
+        return {**(progression.load_fast(args.steps) if args.fast else {}), **parse_sets(args.set)}
+
     if args.action == "queue":
-        stage_main(lambda: queue(args.prefix, parse_sets(args.set)))
+        stage_main(lambda: queue(prefix, overrides(), args.steps))
+    elif args.action == "table":
+        stage_main(lambda: print_table(prefix, args.steps))
     else:
-        stage_main(lambda: print(progression.format_table(collect(args.prefix)).to_markdown(index=False)))
+        def everything() -> None:
+            started = time.monotonic()
+            queue(prefix, overrides(), args.steps)
+            run_queue(args.jobs)
+            print(f"the queue ran in {time.monotonic() - started:.0f} s")
+            print_table(prefix, args.steps)
+        stage_main(everything)
 
 
 if __name__ == "__main__":

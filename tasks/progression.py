@@ -6,11 +6,18 @@ runs the queue; `progression_table` turns each experiment's metrics files (metri
 and metrics/train.json) into one row per step: its model's mean ± std test accuracy over the
 folds (one view of each image, as the study measured), the ensemble's macro F1, the gain over the
 step it builds on and the training time. Steps whose experiment is missing stay in the table as
-"not run", so a partial queue still reads.
+"not run", so a partial queue still reads. The same file's `fast` overrides, added to every step,
+make the fast variant of the whole progression (a CPU-sized budget).
+
+`retraining_history` reads every recorded run of the default recipe from `dvc exp show --json`:
+each commit whose results come from its own params.yaml (its dvc.lock agrees, tasks/provenance.py)
+and each experiment that changed nothing but how the train stage is scheduled (a scheduled
+retraining by the deployment, say), in time order, with each model's ensemble test accuracy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +26,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from tasks.config import TrainParams
 from tasks.errors import PipelineError
+from tasks.provenance import MISSING, flatten, lock_drift
 
 STEPS_FILE = Path(__file__).resolve().parents[1] / "presets" / "progression.yaml"
 
 
 class ProgressionError(PipelineError):
-    """A malformed steps file: the message names the file, the step and the cause."""
+    """A malformed steps file (the message names the file, the step and the cause), or a queue
+    that DVC could not fill or run."""
 
 
 @dataclass(frozen=True)
@@ -45,14 +55,29 @@ class Step:
                          for k, v in self.overrides.items()) or "nothing (params.yaml)"
 
 
-def load_steps(path: Path = STEPS_FILE) -> list[Step]:
-    """The steps in order, checked: unique names, one model each, `builds_on` an earlier step."""
+def _read(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         reason = " ".join(str(error).split())  # YAML's message spans lines; keep it to one
         raise ProgressionError(f"{path}: cannot read the progression steps: {reason}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list) or not raw["steps"]:
+    if not isinstance(raw, dict) or set(raw) - {"steps", "fast"}:
+        raise ProgressionError(f"{path}: expected 'steps' (and optionally 'fast') at the top, nothing else")
+    return raw
+
+
+def load_fast(path: Path = STEPS_FILE) -> dict[str, Any]:
+    """The fast variant's overrides, added to every step (`-S` keys, as in a step's `set`)."""
+    fast = _read(path).get("fast")
+    if not isinstance(fast, dict) or not fast or "train.models" in fast:
+        raise ProgressionError(f"{path}: 'fast' must map -S keys to values (train.models stays each step's own)")
+    return fast
+
+
+def load_steps(path: Path = STEPS_FILE) -> list[Step]:
+    """The steps in order, checked: unique names, one model each, `builds_on` an earlier step."""
+    raw = _read(path)
+    if not isinstance(raw.get("steps"), list) or not raw["steps"]:
         raise ProgressionError(f"{path}: expected a non-empty list under 'steps'")
     steps: list[Step] = []
     for i, item in enumerate(raw["steps"]):
@@ -129,3 +154,57 @@ def format_table(frame: pd.DataFrame) -> pd.DataFrame:
                  for g, b in zip(frame["gain"], frame["builds_on"], strict=True)],
         "training time": ["—" if np.isnan(t) else f"{t / 60:.1f} min" for t in frame["train_seconds"]],
     })
+
+
+# What does not change what a run learns or scores: the train stage's scheduling keys (marked on
+# their fields in tasks/config.py: parallelism, task runner, retries, which models) and the
+# deployment's and report's sections.
+_SCHEDULING = frozenset(f"train.{name}" for name, spec in TrainParams.model_fields.items()
+                        if (spec.json_schema_extra or {}).get("scheduling"))
+_NOT_RESULTS = ("deploy.", "report.")
+
+
+def same_recipe(params: dict, baseline: dict) -> bool:
+    """Whether `params` differ from `baseline` only in keys that do not change the results."""
+    ours, theirs = flatten(params), flatten(baseline)
+    keys = {k for k in ours.keys() | theirs.keys() if k not in _SCHEDULING and not k.startswith(_NOT_RESULTS)}
+    return all(ours.get(k, MISSING) == theirs.get(k, MISSING) for k in keys)
+
+
+def _file(data: dict, kind: str, name: str) -> dict:
+    return ((data.get(kind) or {}).get(name) or {}).get("data") or {}
+
+
+def retraining_history(exp_show: list[dict], metrics_file: str,
+                       lock_at: Callable[[str], dict | None]) -> pd.DataFrame:
+    """Every recorded run of the default recipe, oldest first: one row per (run, model) with its
+    time, revision, kind (`commit` or `experiment`), name and ensemble test accuracy.
+
+    `exp_show` is `dvc exp show --json --all-commits`; `lock_at(rev)` is the dvc.lock committed at
+    a revision (parsed) or None. A commit counts when its dvc.lock agrees with its params.yaml (its
+    results are its own settings'); an experiment when it changed nothing that alters results."""
+    rows = []
+
+    def add(rev: str, kind: str, name: str | None, data: dict) -> None:
+        for model, figures in _file(data, "metrics", metrics_file).items():
+            if isinstance(figures, dict) and "ensemble_acc" in figures:
+                rows.append({"time": pd.Timestamp(data["timestamp"]), "rev": rev[:7], "kind": kind,
+                             "name": name or rev[:7], "model": model, "ensemble_acc": figures["ensemble_acc"]})
+
+    for commit in exp_show:
+        data = commit.get("data") or {}
+        if commit.get("rev") == "workspace" or not data.get("timestamp"):
+            continue
+        params = _file(data, "params", "params.yaml")
+        lock = lock_at(commit["rev"])
+        if params and lock is not None and not lock_drift(lock, params):
+            add(commit["rev"], "commit", commit.get("name"), data)
+        for exp_range in commit.get("experiments") or []:
+            for exp in exp_range.get("revs") or []:
+                exp_data = exp.get("data") or {}
+                if params and exp_data.get("timestamp") and same_recipe(_file(exp_data, "params", "params.yaml"),
+                                                                        params):
+                    add(exp["rev"], "experiment", exp.get("name") or exp_range.get("name"), exp_data)
+    columns = ["time", "rev", "kind", "name", "model", "ensemble_acc"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["time", "model"], kind="stable").drop_duplicates().reset_index(drop=True)

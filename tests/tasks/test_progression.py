@@ -17,10 +17,14 @@ def test_the_checked_in_steps_are_valid_and_use_real_parameters():
     names = [s.name for s in steps]
     assert names[:2] == ["ann-plain", "cnn-plain"] and len(set(names)) == len(names)
     params = load_params().model_dump()
-    for step in steps:
-        for key in step.overrides:
+    fast = progression.load_fast()
+    for name, overrides in [*((s.name, s.overrides) for s in steps), ("fast", fast)]:
+        for key in overrides:
             section, leaf = key.split(".")
-            assert leaf in params[section], f"{step.name}: {key} is not a parameter"
+            assert leaf in params[section], f"{name}: {key} is not a parameter"
+    # The fast variant shrinks the budget, the same for every step, and leaves each step's model alone.
+    assert fast["split.folds"] == 2 and 0 < fast["split.subsample"] < 1 and fast["train.epochs"] < params[
+        "train"]["epochs"]
     by_name = {s.name: s for s in steps}
     assert by_name["cnn-plain"].overrides == {"train.models": ["cnn"], "augment.enabled": False,
                                               "split.balancing": "none"}
@@ -65,6 +69,7 @@ def test_table_orders_rows_as_the_steps_and_computes_the_gains():
     ("steps: [{name: a, label: A, builds_on: z, set: {train.models: [ann]}}]", "not an earlier step"),
     ("steps: [{name: a, label: A, sett: {}}]", "nothing else"),
     ("steps: [", "cannot read"),
+    ("stepz: []", "nothing else"),
 ])
 def test_a_bad_steps_file_is_one_line_naming_the_file(tmp_path, text, words):
     path = tmp_path / "progression.yaml"
@@ -80,3 +85,66 @@ def test_a_step_is_queued_with_its_overrides():
     assert command[:7] == ["dvc", "--wait-for-lock", "exp", "run", "--queue", "--name", "p-cnn-plain"]
     assert command[7:] == ["--set-param", "train.models=[cnn]", "--set-param", "augment.enabled=false",
                            "--set-param", "split.balancing=none"]
+
+
+@pytest.mark.parametrize("fast", ["fast: {}\n", "fast: {train.models: [cnn]}\n", ""])
+def test_bad_fast_overrides_are_refused(tmp_path, fast):
+    path = tmp_path / "progression.yaml"
+    path.write_text(fast + "steps: [{name: a, label: A, set: {train.models: [ann]}}]")
+    progression.load_steps(path)  # the steps themselves are fine
+    with pytest.raises(progression.ProgressionError, match="'fast' must map"):
+        progression.load_fast(path)
+
+
+def _state(rev: str, time: str, params: dict, metrics: dict | None, name: str | None = None) -> dict:
+    data = {"rev": rev, "timestamp": time, "params": {"params.yaml": {"data": params}},
+            "metrics": {"metrics/evaluate.json": {"data": metrics}} if metrics else {}}
+    return {"rev": rev, "name": name, "data": data}
+
+
+def _lock(params: dict) -> dict:
+    return {"stages": {"train": {"params": {"params.yaml": {"train": params["train"]}}}}}
+
+
+def test_the_history_holds_every_run_of_the_default_recipe_in_time_order():
+    old = {"train": {"epochs": 13, "lr": 0.1, "parallel": 1, "models": ["ann", "cnn"]}, "deploy": {"cron": "x"}}
+    new = {"train": {**old["train"], "epochs": 16}, "deploy": {"cron": "x"}}
+    quick = {"train": {**new["train"], "epochs": 4}, "deploy": {"cron": "x"}}
+
+    def acc(cnn: float, ann: float) -> dict:
+        return {"cnn": {"ensemble_acc": cnn}, "ann": {"ensemble_acc": ann}}
+
+    def exp(state: dict) -> dict:
+        return {"revs": [state], "name": state["name"]}
+
+    first = _state("a" * 40, "2026-11-01T10:00:00", old, acc(0.83, 0.55), "main")
+    first["experiments"] = [
+        # a scheduled retraining that only ran with other scheduling keys: a run of the recipe
+        exp(_state("b" * 40, "2026-11-03T03:00:00", {**old, "train": {**old["train"], "parallel": 2},
+                                                     "deploy": {"cron": "y"}}, acc(0.80, 0.56), "weekly-1")),
+        exp(_state("c" * 40, "2026-11-02T09:00:00", quick, acc(0.54, 0.41), "quick-1")),  # another recipe
+    ]
+    drifted = _state("d" * 40, "2026-11-04T10:00:00", new, acc(0.39, 0.39))  # its dvc.lock is the quick run's
+    second = _state("e" * 40, "2026-11-05T10:00:00", new, acc(0.84, 0.56))
+    workspace = _state("workspace", None, new, acc(0.1, 0.1))
+    no_lock = _state("f" * 40, "2026-11-06T10:00:00", new, acc(0.2, 0.2))
+    locks = {"a" * 40: _lock(old), "d" * 40: _lock(quick), "e" * 40: _lock(new)}
+    history = progression.retraining_history([workspace, no_lock, second, drifted, first],
+                                             "metrics/evaluate.json", locks.get)
+    cnn = history[history["model"] == "cnn"]
+    assert cnn["rev"].tolist() == ["aaaaaaa", "bbbbbbb", "eeeeeee"]
+    assert cnn["kind"].tolist() == ["commit", "experiment", "commit"]
+    assert cnn["name"].tolist() == ["main", "weekly-1", "eeeeeee"]
+    assert cnn["ensemble_acc"].tolist() == [0.83, 0.80, 0.84]
+    assert set(history["model"]) == {"ann", "cnn"} and len(history) == 6
+    assert history["time"].is_monotonic_increasing
+
+
+def test_same_recipe_ignores_only_what_cannot_change_the_results():
+    base = {"train": {"epochs": 16, "parallel": 1, "task_runner": "threads", "models": ["ann", "cnn"]},
+            "report": {"mistakes": 12}, "split": {"folds": 5}}
+    assert progression.same_recipe({**base, "train": {**base["train"], "parallel": 2, "task_runner": "processes",
+                                                      "models": ["cnn"]}, "report": {"mistakes": 0}}, base)
+    assert not progression.same_recipe({**base, "split": {"folds": 2}}, base)
+    assert not progression.same_recipe({**base, "train": {**base["train"], "epochs": 4}}, base)
+    assert not progression.same_recipe({**base, "augment": {"zoom": 0.2}}, base)
