@@ -19,7 +19,7 @@ QUICK := -S split.subsample=0.2 -S split.folds=2 -S train.epochs=4 -S train.batc
          -S train.optimizer=adam -S train.lr=0.002 -S train.weight_decay=0 -S train.parallel=2 \
          -S train.task_runner=processes
 
-.PHONY: help setup repro quick test lint bench push pull server worker stop deployment-run clean-checkpoints
+.PHONY: help setup repro quick study test lint bench push pull server worker stop deployment-run clean-checkpoints
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
@@ -38,6 +38,11 @@ repro: setup  ## run the whole pipeline with params.yaml as it is (dvc repro)
 
 quick: setup  ## the fast variant end to end, as a DVC experiment in a temporary workspace (yours is untouched)
 	name=quick-$$(date +%Y%m%d-%H%M%S) && $(WITH_SERVER) dvc exp run --temp --name $$name $(QUICK) && \
+	  python -m flows.train_compare show $$name
+
+study: setup  ## the study's own protocol (presets/study.yaml) as a DVC experiment: about 4.5 h on 2 cores
+	name=study-$$(date +%Y%m%d-%H%M%S) && $(WITH_SERVER) python -m flows.train_compare run \
+	  --preset presets/study.yaml --name $$name $(if $(SET),$(foreach s,$(SET),--set $(s))) && \
 	  python -m flows.train_compare show $$name
 
 test: setup  ## the test suite

@@ -18,6 +18,19 @@ PATHS = Paths()  # the project's own layout; tests pass a Paths under a temporar
 # flows of one run can be found together in the Prefect UI (tag `train-compare:<name>`).
 RUN_TAG_ENV = "TRAIN_COMPARE_RUN"
 DEBUG_ENV = "PIPELINE_DEBUG"  # set to 1 for the tracebacks of expected failures too
+# The cores a stage may use. Unset: every core this process may run on. The progression queue
+# sets it for each of its parallel experiments, so that they share the cores, not oversubscribe them.
+CPUS_ENV = "PIPELINE_CPUS"
+
+
+def available_cpus() -> int:
+    """Cores this stage may use: $PIPELINE_CPUS when set, else the process's CPU affinity."""
+    value = os.environ.get(CPUS_ENV, "").strip()
+    if not value:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise PipelineError(f"{CPUS_ENV}={value!r}: must be a whole number of cores, at least 1")
+    return int(value)
 
 
 def step(fn: Callable, **options):

@@ -4,7 +4,7 @@
     python -m flows.progression queue [--fast] [--set KEY=VALUE ...]   # only queue them
     dvc exp run --run-all --jobs 1                         # DVC runs the queue (or: dvc queue start)
     dvc queue status                                       # what is queued, running, done
-    python -m flows.progression table [--fast]             # one row per step
+    python -m flows.progression table [--fast]             # one row per step, also into progression/results.json
     python -m flows.progression history                    # every run of the default recipe, oldest first
 
 Each step is `dvc exp run --queue --name <prefix>-<step> -S ...`: DVC runs it later in a temporary
@@ -21,14 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from flows.common import PATHS, stage_main
+import pandas as pd
+import yaml
+
+from flows.common import CPUS_ENV, PATHS, available_cpus, stage_main
 from flows.server import run_with_server
 from flows.train_compare import exp_run_command, parse_sets
 from tasks import progression
+from tasks.io import write_json
 
 PREFIX, FAST_PREFIX = "progression", "fast"
 
@@ -47,30 +52,40 @@ def queue(prefix: str, extra: dict[str, Any], steps_file: Path = progression.STE
     return names
 
 
+def job_env(jobs: int, cpus: int) -> dict[str, str]:
+    """What each of `jobs` parallel experiments may use: its share of the cores ($PIPELINE_CPUS,
+    read by the train and evaluate stages), so that together they do not oversubscribe them."""
+    return {CPUS_ENV: str(max(1, cpus // jobs))}
+
+
 def run_queue(jobs: int) -> None:
     """Run every queued experiment, `jobs` at a time, and wait for them (DVC follows their logs)."""
     command = ["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)]
-    print("$", " ".join(command), flush=True)
-    if run_with_server(command):
+    env = job_env(jobs, available_cpus())
+    print("$", " ".join(f"{k}={v}" for k, v in env.items()), " ".join(command), flush=True)
+    if run_with_server(command, env):
         raise progression.ProgressionError(f"`{' '.join(command)}` failed: see the experiments' logs above")
 
 
-def _metrics(name: str) -> tuple[dict | None, dict | None]:
-    """An experiment's evaluation and training metrics, or None for what it does not have."""
+def _experiment_files(name: str) -> tuple[dict | None, dict | None, dict | None]:
+    """An experiment's evaluation and training metrics and its params.yaml, or None for what it
+    does not have."""
     import dvc.api  # imported here: queuing does not need it
 
     out = []
-    for path in (PATHS.eval_metrics, PATHS.train_metrics):
+    for path, parse in ((PATHS.eval_metrics, json.loads), (PATHS.train_metrics, json.loads),
+                        (Path("params.yaml"), yaml.safe_load)):
         try:
-            out.append(json.loads(dvc.api.read(str(path), rev=name)))
+            out.append(parse(dvc.api.read(str(path), rev=name)))
         except Exception:  # no such experiment (not run yet, failed, removed): a "not run" row
             out.append(None)
-    return out[0], out[1]
+    return out[0], out[1], out[2]
 
 
 def collect(prefix: str, steps_file: Path = progression.STEPS_FILE):
     steps = progression.load_steps(steps_file)
-    results = {s.name: progression.step_result(s, *_metrics(progression.experiment_name(prefix, s))) for s in steps}
+    results = {s.name: progression.step_result(s, *_experiment_files(progression.experiment_name(prefix, s)))
+               for s in steps}
     return progression.progression_table(steps, results)
 
 
@@ -82,22 +97,32 @@ def _lock_at(rev: str) -> dict | None:
 
 
 def history():
-    done = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits", "--no-fetch"], cwd=PATHS.root,
-                          capture_output=True, text=True, check=True)
+    command = [sys.executable, "-m", "dvc", "exp", "show", "--json", "--all-commits", "--no-fetch"]
+    done = subprocess.run(command, cwd=PATHS.root, capture_output=True, text=True)
+    if done.returncode:
+        reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise progression.ProgressionError(f"`dvc exp show` failed: {reason}")
     return progression.retraining_history(json.loads(done.stdout),
                                           str(PATHS.eval_metrics), _lock_at)
 
 
 def print_table(prefix: str, steps_file: Path) -> None:
-    print(progression.format_table(collect(prefix, steps_file)).to_markdown(index=False))
+    """Print the progression table and write it, with the retraining history, to
+    progression/results.json (the report's "Progression" section reads that file)."""
+    table = collect(prefix, steps_file)
+    print(progression.format_table(table).to_markdown(index=False))
+    record = progression.results_record(table, history(), prefix, pd.Timestamp.now(tz="UTC").floor("s"))
+    write_json(PATHS.progression_results, record)
+    print(f"wrote {PATHS.progression_results}: commit it, then `dvc repro report` shows it in the report")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
     ran = sub.add_parser("run", help="queue every step, run the queue and print the table")
-    ran.add_argument("--jobs", type=int, default=1, help="experiments at a time (default 1: on a CPU, each "
-                                                          "experiment's training already uses every core)")
+    ran.add_argument("--jobs", type=int, default=1, help="experiments at a time, each with its share of the "
+                                                          "cores (default 1: on a CPU, one experiment's training "
+                                                          "already uses every core)")
     queued = sub.add_parser("queue", help="queue one DVC experiment per step")
     table = sub.add_parser("table", help="collect the experiments' metrics into the progression table")
     for command in (ran, queued, table):

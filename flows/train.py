@@ -8,12 +8,10 @@ restores finished ones without training them again.
 
 from __future__ import annotations
 
-import os
-
 from prefect import flow
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from flows.common import PATHS, stage_main, step
+from flows.common import PATHS, available_cpus, stage_main, step
 from tasks import train
 from tasks.config import AugmentParams, TrainParams, load_params
 from tasks.io import write_json
@@ -53,8 +51,8 @@ def task_runner(p: TrainParams):
 @flow(name="train", log_prints=True)
 def train_flow(params: TrainParams, augment: AugmentParams, seed: int,
                paths: Paths = PATHS) -> dict:
-    # Parallel folds share the cores: give each its slice so they do not oversubscribe them.
-    threads = max(1, (os.cpu_count() or 1) // params.parallel)
+    # Parallel folds share the stage's cores: each gets its slice so they do not oversubscribe them.
+    threads = max(1, available_cpus() // params.parallel)
     folds = fold_count(paths)
     pairs = [(m, k) for m in params.models for k in range(folds)]
     runner_task = train_fold.with_options(retries=params.retries)

@@ -1,6 +1,7 @@
 """The `train-compare` flow: the whole pipeline as one DVC experiment, and its scheduled deployment.
 
     python -m flows.train_compare run [--set train.epochs=3 ...] [--name NAME]   # one run, here
+    python -m flows.train_compare run --preset presets/study.yaml  # a preset's overrides (then --set's)
     python -m flows.train_compare serve                 # register the deployment and execute its runs
     prefect deployment run train-compare/<deploy.name>  # a run, from anywhere
     python -m flows.train_compare show NAME             # an experiment's report, without applying it
@@ -33,6 +34,7 @@ from prefect.settings import PREFECT_API_URL
 from flows.common import PATHS, RUN_TAG_ENV, stage_main
 from tasks.config import load_params
 from tasks.io import write_atomic
+from tasks.presets import load_preset
 
 
 def experiment_name(run_name: str, now: datetime) -> str:
@@ -131,6 +133,8 @@ def main() -> None:
     run = sub.add_parser("run", help="one run in this process")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="a params.yaml override for this run (`dvc exp run -S`)")
+    run.add_argument("--preset", type=Path, help="a preset file under presets/ (its `set` overrides, "
+                                                 "checked against params.yaml; --set values go on top)")
     run.add_argument("--name", help="the experiment's name (default: date, time and the flow run's name)")
     sub.add_parser("serve", help="register the deployment and execute its runs (Ctrl-C stops)")
     shown = sub.add_parser("show", help="print an experiment's report.md and save its report.html")
@@ -141,7 +145,10 @@ def main() -> None:
     elif args.action == "show":
         stage_main(lambda: show(args.name))
     else:
-        stage_main(lambda: train_compare(parse_sets(args.set), args.name))
+        def run_it() -> None:
+            overrides = {**(load_preset(args.preset) if args.preset else {}), **parse_sets(args.set)}
+            train_compare(overrides, args.name)
+        stage_main(run_it)
 
 
 if __name__ == "__main__":

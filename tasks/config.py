@@ -51,6 +51,7 @@ class DataParams(_Section):
 
 
 class SplitParams(_Section):
+    holdout: float = Field(ge=0, lt=1)
     folds: int = Field(ge=2)
     subsample: float = Field(gt=0, le=1)
     imbalance: float = Field(gt=0, le=1)
@@ -66,6 +67,7 @@ def _scheduling(**constraints):
 class TrainParams(_Section):
     models: tuple[str, ...] = _scheduling(min_length=1)  # which pairs exist, not how one trains
     activation: Literal["relu", "gelu", "silu"]
+    dropout: bool
     l2: float = Field(ge=0)
     label_smoothing: float = Field(ge=0, lt=1)
     optimizer: Literal["adam", "sgd"]

@@ -35,10 +35,18 @@ def check_names(names: Iterable[str], origin: str = str(PARAMS_FILE)) -> None:
                           f"unknown model {unknown}; valid: {sorted(MODELS)}")
 
 
-def build_model(name: str, classes: int, image_size: int, activation: str = "relu") -> nn.Module:
+def build_model(name: str, classes: int, image_size: int, activation: str = "relu",
+                dropout: bool = True) -> nn.Module:
+    """A registered model; `dropout=False` sets every dropout layer's p to 0 (`train.dropout`),
+    so one parameter measures what dropout is worth for any model without a second builder."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; valid: {sorted(MODELS)}")
-    return MODELS[name](classes, image_size, activation)
+    model = MODELS[name](classes, image_size, activation)
+    if not dropout:
+        for layer in model.modules():
+            if isinstance(layer, nn.Dropout):
+                layer.p = 0.0
+    return model
 
 
 @register("ann")

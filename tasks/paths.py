@@ -60,10 +60,14 @@ class Paths:
     def prepared_summary(self) -> Path:
         return self.prepared / "summary.json"
 
-    # split: the folds, each fold's (balanced) training ids, class counts
+    # split: the holdout, the folds, each fold's (balanced) training ids, class counts
     @property
     def splits(self) -> Path:
         return self.root / "data/splits"
+
+    @property
+    def holdout(self) -> Path:
+        return self.splits / "holdout.parquet"
 
     @property
     def folds(self) -> Path:
@@ -151,3 +155,9 @@ class Paths:
     @property
     def report_md(self) -> Path:
         return self.reports / "report.md"
+
+    # progression: the collected table of the progression's experiments (flows/progression.py
+    # writes it from `dvc exp show`; the report reads it, so it must live in git, not in DVC)
+    @property
+    def progression_results(self) -> Path:
+        return self.root / "progression/results.json"

@@ -9,6 +9,10 @@ step it builds on and the training time. Steps whose experiment is missing stay 
 "not run", so a partial queue still reads. The same file's `fast` overrides, added to every step,
 make the fast variant of the whole progression (a CPU-sized budget).
 
+`results_record` and `read_results` carry both tables into progression/results.json, a file in
+git that the report stage reads (its "Progression" section), so the report does not need DVC's
+experiment refs, which a clone does not have.
+
 `retraining_history` reads every recorded run of the default recipe from `dvc exp show --json`:
 each commit whose results come from its own params.yaml (its dvc.lock agrees, tasks/provenance.py)
 and each experiment that changed nothing but how the train stage is scheduled (a scheduled
@@ -17,6 +21,7 @@ retraining by the deployment, say), in time order, with each model's ensemble te
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +106,21 @@ def experiment_name(prefix: str, step: Step) -> str:
     return f"{prefix}-{step.name}"
 
 
-def step_result(step: Step, evaluation: dict | None, training: dict | None) -> dict:
-    """One step's figures from its experiment's metrics files (None: the experiment is missing)."""
+def budget(params: dict | None) -> str | None:
+    """The budget an experiment trained at, in words, from its params.yaml (None: unknown)."""
+    if not params:
+        return None
+    split, train = params.get("split") or {}, params.get("train") or {}
+    try:
+        return (f"{100 * split['subsample']:g} % of the training images, {split['folds']} folds, "
+                f"{train['epochs']} epochs of {train['optimizer']} (lr {train['lr']:g}, batch {train['batch_size']})")
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def step_result(step: Step, evaluation: dict | None, training: dict | None, params: dict | None = None) -> dict:
+    """One step's figures from its experiment's metrics files and params.yaml (None: the
+    experiment is missing)."""
     metrics = (evaluation or {}).get(step.model)
     if metrics is None:
         return {"step": step.name, "ran": False}
@@ -113,6 +131,7 @@ def step_result(step: Step, evaluation: dict | None, training: dict | None) -> d
         "test_acc_std": float(np.std(single, ddof=1)) if len(single) > 1 else 0.0,
         "macro_f1": metrics["ensemble_macro_f1"],
         "train_seconds": ((training or {}).get(step.model) or {}).get("train_seconds"),
+        "budget": budget(params),
     }
 
 
@@ -128,7 +147,7 @@ def progression_table(steps: list[Step], results: dict[str, dict]) -> pd.DataFra
                      "test_acc_std": result.get("test_acc_std", np.nan),
                      "macro_f1": result.get("macro_f1", np.nan),
                      "train_seconds": result.get("train_seconds") if result.get("train_seconds") is not None
-                     else np.nan})
+                     else np.nan, "budget": result.get("budget")})
     frame = pd.DataFrame(rows)
     accuracy = dict(zip(frame["step"], frame["test_acc_mean"], strict=True))
     frame["gain"] = [a - accuracy[s.builds_on] if s.builds_on else np.nan
@@ -175,6 +194,15 @@ def _file(data: dict, kind: str, name: str) -> dict:
     return ((data.get(kind) or {}).get(name) or {}).get("data") or {}
 
 
+def _models_hash(lock: dict) -> str | None:
+    """The hash dvc.lock records for the train stage's `models` output: the same for two commits
+    when the second trained nothing new."""
+    for out in ((lock.get("stages") or {}).get("train") or {}).get("outs") or []:
+        if out.get("path") == "models":
+            return out.get("md5")
+    return None
+
+
 def retraining_history(exp_show: list[dict], metrics_file: str,
                        lock_at: Callable[[str], dict | None]) -> pd.DataFrame:
     """Every recorded run of the default recipe, oldest first: one row per (run, model) with its
@@ -183,7 +211,7 @@ def retraining_history(exp_show: list[dict], metrics_file: str,
     `exp_show` is `dvc exp show --json --all-commits`; `lock_at(rev)` is the dvc.lock committed at
     a revision (parsed) or None. A commit counts when its dvc.lock agrees with its params.yaml (its
     results are its own settings'); an experiment when it changed nothing that alters results."""
-    rows = []
+    rows, trained = [], set()
 
     def add(rev: str, kind: str, name: str | None, data: dict) -> None:
         for model, figures in _file(data, "metrics", metrics_file).items():
@@ -191,14 +219,17 @@ def retraining_history(exp_show: list[dict], metrics_file: str,
                 rows.append({"time": pd.Timestamp(data["timestamp"]), "rev": rev[:7], "kind": kind,
                              "name": name or rev[:7], "model": model, "ensemble_acc": figures["ensemble_acc"]})
 
-    for commit in exp_show:
+    for commit in sorted(exp_show, key=lambda c: (c.get("data") or {}).get("timestamp") or ""):
         data = commit.get("data") or {}
         if commit.get("rev") == "workspace" or not data.get("timestamp"):
             continue
         params = _file(data, "params", "params.yaml")
         lock = lock_at(commit["rev"])
         if params and lock is not None and not lock_drift(lock, params):
-            add(commit["rev"], "commit", commit.get("name"), data)
+            models = _models_hash(lock)  # a commit that changed only code or docs trained nothing new
+            if models is None or models not in trained:
+                add(commit["rev"], "commit", commit.get("name"), data)
+            trained.add(models)
         for exp_range in commit.get("experiments") or []:
             for exp in exp_range.get("revs") or []:
                 exp_data = exp.get("data") or {}
@@ -208,3 +239,42 @@ def retraining_history(exp_show: list[dict], metrics_file: str,
     columns = ["time", "rev", "kind", "name", "model", "ensemble_acc"]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(["time", "model"], kind="stable").drop_duplicates().reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- the results file
+
+def _plain(value: Any) -> Any:
+    """A table cell as JSON: NaN as null, numpy scalars as Python numbers, times as ISO text."""
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
+def results_record(table: pd.DataFrame, history: pd.DataFrame, prefix: str, collected: pd.Timestamp) -> dict:
+    """What progression/results.json holds: the progression table (its experiments' prefix and
+    when they were collected) and the retraining history."""
+    return {"prefix": prefix, "collected": collected.isoformat(),
+            "rows": [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")],
+            "history": [{k: _plain(v) for k, v in row.items()} for row in history.to_dict("records")]}
+
+
+def read_results_from(record: dict) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """A results record (as `results_record` made it) as (its header, the table, the history)."""
+    table = pd.DataFrame(record["rows"]).astype({"test_acc_mean": float, "test_acc_std": float,
+                                                 "macro_f1": float, "train_seconds": float, "gain": float})
+    history = pd.DataFrame(record["history"], columns=["time", "rev", "kind", "name", "model", "ensemble_acc"])
+    history["time"] = pd.to_datetime(history["time"], utc=True)
+    return {"prefix": record["prefix"], "collected": pd.Timestamp(record["collected"])}, table, history
+
+
+def read_results(path: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame] | None:
+    """progression/results.json as (its header, the table, the history); None if there is none."""
+    try:
+        return read_results_from(json.loads(Path(path).read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ProgressionError(f"{path}: not a progression results file ({type(error).__name__}: {error}); "
+                               "write it again with `python -m flows.progression table`") from None

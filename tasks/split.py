@@ -1,6 +1,9 @@
 """Stage 3: stratified k-fold assignment and class balancing of the training set.
 
 Outputs (all in `data/splits/`):
+- `holdout.parquet`: `id`, `label` of the stratified holdout fraction (`split.holdout`) taken out
+  of the training set before anything else and never used afterwards, as the study's notebook
+  does with 20 %; empty when the fraction is 0 (the default: every image goes into the folds);
 - `folds.parquet`: `id`, `label`, `fold` for every training image kept (after the optional
   long-tail simulation and the stratified subsample of the fast variant);
 - `train_index.parquet`: `fold`, `id`: the images each fold trains on (all folds but its own),
@@ -25,6 +28,7 @@ from tasks.paths import Paths
 
 @dataclass(frozen=True)
 class Splits:
+    holdout: pd.DataFrame
     folds: pd.DataFrame
     train_index: pd.DataFrame
     class_counts: pd.DataFrame
@@ -72,6 +76,10 @@ def balance_fold(train_ids: np.ndarray, labels: np.ndarray, strategy: str, rng) 
 def make_splits(labels: np.ndarray, classes: list[str], params: SplitParams, seed: int) -> Splits:
     rng = np.random.default_rng(seed)
     ids = np.arange(len(labels))
+    held = ids[:0]
+    if params.holdout > 0:
+        ids, held = train_test_split(ids, test_size=params.holdout, stratify=labels, random_state=seed)
+        ids, held = np.sort(ids), np.sort(held)
     if params.imbalance < 1:
         ids = simulate_imbalance(labels, len(classes), params.imbalance, rng)
     if params.subsample < 1:
@@ -100,16 +108,18 @@ def make_splits(labels: np.ndarray, classes: list[str], params: SplitParams, see
         ]
     folds = pd.DataFrame({"id": ids.astype(np.int32), "label": labels[ids].astype(np.int16),
                           "fold": fold_of})
-    return Splits(folds, pd.concat(index_parts, ignore_index=True), pd.DataFrame(count_rows))
+    holdout = pd.DataFrame({"id": held.astype(np.int32), "label": labels[held].astype(np.int16)})
+    return Splits(holdout, folds, pd.concat(index_parts, ignore_index=True), pd.DataFrame(count_rows))
 
 
 def write_splits(splits: Splits, paths: Paths) -> Path:
-    """Replace the splits folder with the three split tables in one rename."""
+    """Replace the splits folder with the four split tables in one rename."""
     with atomic_path(paths.splits, directory=True) as tmp:
+        splits.holdout.to_parquet(tmp / paths.holdout.name, index=False)
         splits.folds.to_parquet(tmp / paths.folds.name, index=False)
         splits.train_index.to_parquet(tmp / paths.train_index.name, index=False)
         splits.class_counts.to_csv(tmp / paths.class_counts.name, index=False)
     folds = splits.folds["fold"].nunique()
-    print(f"{paths.splits}: {len(splits.folds)} training images in {folds} folds, "
-          f"{len(splits.train_index)} fold-training rows after balancing")
+    print(f"{paths.splits}: {len(splits.holdout)} images held out, {len(splits.folds)} training "
+          f"images in {folds} folds, {len(splits.train_index)} fold-training rows after balancing")
     return paths.splits

@@ -242,9 +242,10 @@ def _log_epoch(live, row: dict) -> None:
 def _publish(out_dir: Path, log_dir: Path, final: dict, live_factory) -> dict:
     """Write the fold's outputs (weights, history, metrics, DVCLive log) from its final state."""
     with atomic_path(log_dir, directory=True) as tmp:
-        with live_factory(tmp) as live:  # noqa: SIM117 (the live log must close before the cleanup)
-            for row in final["history"]:
-                _log_epoch(live, row)
+        live = live_factory(tmp)
+        for row in final["history"]:
+            _log_epoch(live, row)
+        _end(live)  # the live log must close before the cleanup
         # Only the per-epoch tables stay: `dvc plots` reads the whole folder, and the final
         # values are in the fold's metrics.json already.
         (tmp / "metrics.json").unlink(missing_ok=True)
@@ -253,6 +254,20 @@ def _publish(out_dir: Path, log_dir: Path, final: dict, live_factory) -> dict:
         write_csv(tmp / "history.csv", pd.DataFrame(final["history"]))
         write_json(tmp / "metrics.json", final["metrics"])
     return final["metrics"]
+
+
+DVCLIVE_SIGNAL = "DVCLIVE_STEP_COMPLETED"  # DVCLive's per-step signal file for VS Code
+
+
+def _end(live) -> None:
+    """`live.end()`, tolerating one race: the last thing it does is delete DVCLive's signal file
+    if it exists, one file for the whole repository, so of two folds ending together one may find
+    it gone between its check and its delete. Everything else `end()` does is done by then."""
+    try:
+        live.end()
+    except FileNotFoundError as exc:
+        if Path(exc.filename or "").name != DVCLIVE_SIGNAL:
+            raise
 
 
 def _dvclive(directory: Path):
@@ -288,7 +303,7 @@ def fit(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParam
     name = f"{model_name} fold {fold}"
     data = load_fold(paths, fold, p.input_scaling, device)
     torch.manual_seed(seed)
-    model = build_model(model_name, len(data.classes), data.images.shape[-1], p.activation)
+    model = build_model(model_name, len(data.classes), data.images.shape[-1], p.activation, p.dropout)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, p)
     steps = math.ceil(len(data.train_index) / p.batch_size)

@@ -76,3 +76,12 @@ def run_evaluation(root: Path, models=("ann", "cnn")) -> dict:
     results = [evaluate.evaluate_model(m, paths, test, EVALUATE) for m in models]
     return evaluate.write_outputs(results, evaluate.compare(results, test.labels), test, EVALUATE,
                                   paths)
+
+
+def evaluated_report_inputs(root: Path, models=("ann", "cnn")):
+    """The report's inputs, read from a tiny evaluated pipeline under `root`."""
+    from tasks import report  # the report's modules: only its tests need them
+
+    write_pipeline_inputs(root, models)
+    run_evaluation(root, models)
+    return report.load_inputs(tuple(models), Paths(root))

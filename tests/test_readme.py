@@ -34,6 +34,13 @@ def commands() -> list[str]:
     return found
 
 
+def param_exists(line: str, key: str) -> None:
+    node = PARAMS
+    for part in key.split("."):
+        assert isinstance(node, dict) and part in node, f"{line!r}: params.yaml has no {key}"
+        node = node[part]
+
+
 def check(line: str) -> None:
     for command in re.split(r"\s*(?:&&|\|\||;)\s*", line):
         words = shlex.split(command)
@@ -42,18 +49,20 @@ def check(line: str) -> None:
         tool = words[0]
         assert tool in TOOLS, f"{line!r}: {tool} is not one of the environment's commands"
         if tool == "make":
-            assert set(words[1:]) <= TARGETS, f"{line!r}: no make target {set(words[1:]) - TARGETS}"
+            variables = {w for w in words[1:] if re.match(r"^[A-Z_]+=", w)}  # make study SET="k=v ..."
+            assert set(words[1:]) - variables <= TARGETS, f"{line!r}: no make target {set(words[1:]) - TARGETS}"
+            for variable in variables:
+                name, _, value = variable.partition("=")
+                assert name == "SET", f"{line!r}: the Makefile reads no variable {name}"
+                for item in value.split():
+                    param_exists(line, item.split("=")[0])
         if tool == "python" and words[1:2] == ["-m"]:
             assert importlib.util.find_spec(words[2]) is not None, f"{line!r}: no module {words[2]}"
         if tool in ("dvc", "prefect"):
             assert (Path(sys.executable).parent / tool).exists(), f"{tool} is not in the environment"
         for i, word in enumerate(words):
             if word in ("-S", "--set-param", "--set") and tool != "git":
-                key = words[i + 1].split("=")[0]
-                node = PARAMS
-                for part in key.split("."):
-                    assert isinstance(node, dict) and part in node, f"{line!r}: params.yaml has no {key}"
-                    node = node[part]
+                param_exists(line, words[i + 1].split("=")[0])
         if words[:3] == ["prefect", "deployment", "run"]:
             assert words[3] == f"train-compare/{PARAMS['deploy']['name']}", f"{line!r}: no such deployment"
 
@@ -65,6 +74,7 @@ def test_the_readme_command_is_valid(line):
 
 def test_the_check_catches_what_a_newcomer_would_trip_on():
     for wrong in ("make fast", "python -m benchmarks.nothing", "dvc exp run -S train.epoch=3",
-                  "prefect deployment run train-compare/daily", "uv-dvc repro"):
+                  "prefect deployment run train-compare/daily", "uv-dvc repro", "make study SET=train.epoch=3",
+                  "make study EPOCHS=3"):
         with pytest.raises(AssertionError):
             check(wrong)

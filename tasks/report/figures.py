@@ -30,12 +30,20 @@ class Picture:
     caption: str
 
 
-def _picture(model: str, title: str, figure: Figure, caption: str, inputs: ReportInputs) -> Picture:
+def _png(figure: Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _picture(model: str, title: str, figure: Figure, caption: str, inputs: ReportInputs) -> Picture:
     note = jpeg_note(inputs.source)
-    return Picture(model, f"{display_name(model)}: {title}", base64.b64encode(buffer.getvalue()).decode(),
-                   f"{caption} {note}".strip())
+    return Picture(model, f"{display_name(model)}: {title}", _png(figure), f"{caption} {note}".strip())
+
+
+def picture(title: str, figure: Figure, caption: str) -> Picture:
+    """A figure that is not one model's (the progression's, say)."""
+    return Picture("", title, _png(figure), caption)
 
 
 # ----------------------------------------------------------------------------- drawings

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -24,6 +25,7 @@ class ReportInputs:
     images: pd.Series  # id -> (S, S, 3) uint8 test image
     source: dict  # data/raw/source.json
     changes: pd.DataFrame | None  # `dvc metrics diff HEAD` of the metrics file; None: nothing to compare
+    progression: Path  # progression/results.json (read by tasks/report/progression.py; may be missing)
 
 
 def metrics_diff(paths: Paths) -> pd.DataFrame | None:
@@ -63,4 +65,5 @@ def load_inputs(models: tuple[str, ...], paths: Paths) -> ReportInputs:
         images=pd.Series(list(test.pixels), index=test.ids),
         source=json.loads(paths.source_info.read_text()),
         changes=metrics_diff(paths),
+        progression=paths.progression_results,
     )

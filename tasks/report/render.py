@@ -16,6 +16,7 @@ from tasks.config import ReportParams
 from tasks.io import write_atomic
 from tasks.paths import Paths
 from tasks.report import figures, study, text
+from tasks.report import progression as progression_section
 from tasks.report.inputs import ReportInputs
 
 TITLE = "CIFAR-10: CNN vs ANN — evaluation report"
@@ -24,6 +25,7 @@ SECTIONS = {  # id -> heading, in the order they appear
     "headline": "Headline comparison",
     "tests": "Statistical tests",
     "study": "The study's published figures beside ours",
+    "progression": "Progression: what each ingredient is worth",
     "learning-curves": "Learning curves",
     "confusion": "Confusion matrices and classification reports",
     "samples": "Sample predictions",
@@ -109,6 +111,8 @@ def sections(inputs: ReportInputs, params: ReportParams, seed: int) -> list[Sect
         Section("tests", [Block(None, text.statistics_in_words(inputs))]),
         Section("study", [Block(None, [*study.comparison_in_words(inputs, published)]
                                 + ([Table(table, "study")] if table is not None else []))]),
+        Section("progression", [Block(None, [Table(item) if isinstance(item, pd.DataFrame) else item
+                                             for item in progression_section.items(inputs.progression, published)])]),
         Section("learning-curves", _figures_only(figures.learning_curve_figures(inputs)), in_markdown=False),
         Section("confusion", [Block(None, ["The confusion matrix and the per-class scores of each fold ensemble "
                                            "on the test set."])] + [

@@ -34,7 +34,7 @@ def slice_of_shared_archive(target: Path, per_class: int) -> Path:
 
 def make_project(root: Path) -> Path:
     """A git + DVC repository holding the pipeline's code and a small-data params.yaml."""
-    for name in ("flows", "tasks"):
+    for name in ("flows", "tasks", "presets", "progression"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".gitignore", "prefect.toml"):
         shutil.copy(ROOT / name, root)

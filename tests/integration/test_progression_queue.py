@@ -1,6 +1,6 @@
 """The progression as queued DVC experiments, end to end: two tiny steps queued with
-`dvc exp run --queue`, run by DVC's queue in temporary copies of a throw-away project, and the
-table collected from the experiments they recorded."""
+`dvc exp run --queue`, run by DVC's queue in temporary copies of a throw-away project, the table
+collected from the experiments they recorded, and the report's Progression section made from it."""
 
 from __future__ import annotations
 
@@ -36,5 +36,11 @@ def test_the_queue_runs_every_step_and_the_table_lists_them(prefect_server, tmp_
     assert set(rows) == {"ANN, no augmentation", "CNN, no augmentation, no balancing"}
     assert "not run" not in table and " %" in rows["ANN, no augmentation"]
     assert "points vs ann-plain" in rows["CNN, no augmentation, no balancing"]
-    # The workspace is the committed baseline still.
-    assert run(project, "git", "status", "--porcelain").strip() == ""
+    # The workspace is the committed baseline still, but for the collected table.
+    assert run(project, "git", "status", "--porcelain").strip() == "M progression/results.json"
+    # The report shows it: `dvc repro` re-renders the report alone, its Progression section lists both.
+    out = run(project, "dvc", "repro")
+    assert "Running stage 'report'" in out and "Running stage 'train'" not in out
+    section = (project / "reports/report.md").read_text().split("## Progression", 1)[1].split("\n## ", 1)[0]
+    assert "2 of 2 steps ran" in section and "`t-<step>`" in section
+    assert "| ANN, no augmentation" in section and "| CNN, no augmentation, no balancing" in section

@@ -56,3 +56,17 @@ def test_l2_penalty_on_a_known_kernel():
     count = sum(k.numel() for k in kernels)
     assert l2_penalty(model, 1e-3).item() == pytest.approx(1e-3 * 0.25 * count)
     assert l2_penalty(model, 0.0).item() == 0.0
+
+
+@pytest.mark.parametrize("name", ["ann", "cnn", "cnn_blog"])
+def test_dropout_false_turns_every_dropout_layer_off_and_nothing_else(name):
+    with_dropout, without = build_model(name, 10, 32), build_model(name, 10, 32, dropout=False)
+    rates = [m.p for m in without.modules() if isinstance(m, torch.nn.Dropout)]
+    assert all(p == 0.0 for p in rates)
+    assert [type(m) for m in with_dropout.modules()] == [type(m) for m in without.modules()]
+    if name != "ann":  # the study's CNNs have dropout layers, the MLP none
+        assert rates and all(m.p > 0 for m in with_dropout.modules() if isinstance(m, torch.nn.Dropout))
+    # Without dropout, training mode is deterministic: two forward passes agree.
+    without.train()
+    x = torch.rand(4, 3, 32, 32)
+    assert torch.equal(without(x), without(x))

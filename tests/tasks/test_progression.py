@@ -5,6 +5,7 @@ import pytest
 from flows.train_compare import exp_run_command
 from tasks import progression
 from tasks.config import load_params
+from tasks.presets import resolve
 
 
 def evaluation(model: str, folds: list[float], f1: float) -> dict:
@@ -22,6 +23,7 @@ def test_the_checked_in_steps_are_valid_and_use_real_parameters():
         for key in overrides:
             section, leaf = key.split(".")
             assert leaf in params[section], f"{name}: {key} is not a parameter"
+        resolve({**overrides, **(fast if name != "fast" else {})})  # valid values, alone and fast
     # The fast variant shrinks the budget, the same for every step, and leaves each step's model alone.
     assert fast["split.folds"] == 2 and 0 < fast["split.subsample"] < 1 and fast["train.epochs"] < params[
         "train"]["epochs"]
@@ -29,6 +31,11 @@ def test_the_checked_in_steps_are_valid_and_use_real_parameters():
     assert by_name["cnn-plain"].overrides == {"train.models": ["cnn"], "augment.enabled": False,
                                               "split.balancing": "none"}
     assert {s.model for s in steps} >= {"ann", "cnn", "cnn_blog", "resnet18", "vgg11_bn"}
+    # Without regularisation: the study's augmentation step minus weight decay, L2 and dropout.
+    no_reg = resolve(by_name["cnn-no-reg"].overrides).train
+    assert by_name["cnn-no-reg"].builds_on == "cnn-study-aug"
+    assert (no_reg.weight_decay, no_reg.l2, no_reg.dropout) == (0, 0, False)
+    assert resolve(by_name["cnn-study-aug"].overrides).augment == resolve(by_name["cnn-no-reg"].overrides).augment
     assert {s.overrides.get("train.activation") for s in steps} >= {"gelu", "silu"}
     assert {s.overrides.get("split.balancing") for s in steps if s.overrides.get("split.imbalance")} == {
         "none", "oversample", "class_weight"}
@@ -138,6 +145,23 @@ def test_the_history_holds_every_run_of_the_default_recipe_in_time_order():
     assert cnn["ensemble_acc"].tolist() == [0.83, 0.80, 0.84]
     assert set(history["model"]) == {"ann", "cnn"} and len(history) == 6
     assert history["time"].is_monotonic_increasing
+
+
+def test_a_commit_that_trained_nothing_new_is_not_a_second_run():
+    params = {"train": {"epochs": 16, "models": ["cnn"]}}
+    metrics = {"cnn": {"ensemble_acc": 0.85}}
+
+    def lock(models_md5: str) -> dict:
+        return {"stages": {"train": {"params": {"params.yaml": {"train": params["train"]}},
+                                     "outs": [{"path": "models", "md5": models_md5}]}}}
+
+    baseline = _state("a" * 40, "2026-12-01T23:11:06", params, metrics)
+    docs_only = _state("b" * 40, "2026-12-01T23:40:00", params, metrics, "main")  # dvc.lock as it was
+    retrained = _state("c" * 40, "2026-12-02T03:00:00", params, {"cnn": {"ensemble_acc": 0.84}})
+    locks = {"a" * 40: lock("m1"), "b" * 40: lock("m1"), "c" * 40: lock("m2")}
+    history = progression.retraining_history([retrained, docs_only, baseline], "metrics/evaluate.json", locks.get)
+    assert history["rev"].tolist() == ["aaaaaaa", "ccccccc"]
+    assert history["ensemble_acc"].tolist() == [0.85, 0.84]
 
 
 def test_same_recipe_ignores_only_what_cannot_change_the_results():

@@ -11,16 +11,13 @@ import pytest
 from tasks import report
 from tasks.paths import Paths
 from tests.conftest import ROOT
-from tests.evaluation_data import REPORT, run_evaluation, write_pipeline_inputs
+from tests.evaluation_data import REPORT, evaluated_report_inputs
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """The report's inputs, read from a tiny evaluated pipeline (outside any git repository)."""
-    root = tmp_path_factory.mktemp("reported")
-    write_pipeline_inputs(root)
-    run_evaluation(root)
-    return report.load_inputs(("ann", "cnn"), Paths(root))
+    return evaluated_report_inputs(tmp_path_factory.mktemp("reported"))
 
 
 @pytest.fixture(scope="module")

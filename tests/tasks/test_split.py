@@ -76,5 +76,36 @@ def test_too_few_images_for_the_folds(params):
 def test_write_splits_replaces_the_folder_whole(params, tmp_path):
     s = make(params, labels_balanced())
     out = split.write_splits(s, Paths(tmp_path))
-    assert sorted(p.name for p in out.iterdir()) == ["class_counts.csv", "folds.parquet", "train_index.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["class_counts.csv", "folds.parquet", "holdout.parquet",
+                                                     "train_index.parquet"]
     assert [p.name for p in out.parent.iterdir()] == ["splits"]  # no temporary left behind
+
+
+def test_the_holdout_is_stratified_disjoint_from_the_folds_and_deterministic(params):
+    labels = np.random.default_rng(1).integers(0, 10, 2000)
+    s = make(params, labels, seed=42, holdout=0.2, folds=5, balancing="none")
+    held = s.holdout["id"].to_numpy()
+    assert len(held) == 400 and len(s.folds) == 1600
+    # Stratified: each class's share of the holdout is its share of the whole, to one image.
+    assert np.all(np.abs(np.bincount(labels[held], minlength=10) - np.bincount(labels, minlength=10) * 0.2) <= 1)
+    assert (s.holdout["label"].to_numpy() == labels[held]).all()
+    # Never used again: in no fold, in no fold's training index.
+    assert not set(held) & set(s.folds["id"]) and not set(held) & set(s.train_index["id"])
+    assert sorted([*held, *s.folds["id"]]) == list(range(2000))
+    again = make(params, labels, seed=42, holdout=0.2, folds=5, balancing="none")
+    assert again.holdout.equals(s.holdout) and again.folds.equals(s.folds)
+    other = make(params, labels, seed=7, holdout=0.2, folds=5, balancing="none")
+    assert set(other.holdout["id"]) != set(held)
+
+
+def test_no_holdout_keeps_every_image_in_the_folds_as_before(params):
+    labels = np.random.default_rng(2).integers(0, 10, 500)
+    s = make(params, labels, holdout=0.0, folds=5)
+    assert s.holdout.empty and list(s.holdout.columns) == ["id", "label"]
+    assert sorted(s.folds["id"]) == list(range(500))
+
+
+def test_the_holdout_comes_out_before_the_subsample(params):
+    labels = np.repeat(np.arange(10), 100)
+    s = make(params, labels, holdout=0.2, subsample=0.5, folds=2, balancing="none")
+    assert len(s.holdout) == 200 and len(s.folds) == 400
