@@ -33,6 +33,7 @@ from flows.common import CPUS_ENV, PATHS, available_cpus, stage_main
 from flows.server import run_with_server
 from flows.train_compare import exp_run_command, parse_sets
 from tasks import progression
+from tasks.config import PARAMS_FILE
 from tasks.io import write_json
 
 PREFIX, FAST_PREFIX = "progression", "fast"
@@ -74,12 +75,12 @@ def _experiment_files(name: str) -> tuple[dict | None, dict | None, dict | None]
 
     out = []
     for path, parse in ((PATHS.eval_metrics, json.loads), (PATHS.train_metrics, json.loads),
-                        (Path("params.yaml"), yaml.safe_load)):
+                        (PARAMS_FILE, yaml.safe_load)):
         try:
             out.append(parse(dvc.api.read(str(path), rev=name)))
         except Exception:  # no such experiment (not run yet, failed, removed): a "not run" row
             out.append(None)
-    return out[0], out[1], out[2]
+    return tuple(out)
 
 
 def collect(prefix: str, steps_file: Path = progression.STEPS_FILE):

@@ -87,14 +87,15 @@ def running_server(home: Path = HOME, port: int | None = None, timeout: float = 
 def run_with_server(command: list[str], env: dict[str, str] | None = None) -> int:
     """Run `command` against the configured server, or a temporary one started for it, with
     `env` added to this process's environment."""
+    environment = dict(os.environ, **(env or {}))
     api_url = configured_api_url()
     if api_url:
-        return subprocess.call(command, env=dict(os.environ, **(env or {}), PREFECT_API_URL=api_url))
+        return subprocess.call(command, env=dict(environment, PREFECT_API_URL=api_url))
     started = time.monotonic()
     with running_server() as api_url:
         print(f"Prefect server {api_url} (UI at {api_url[:-4]}) started in "
               f"{time.monotonic() - started:.0f} s", flush=True)
-        return subprocess.call(command, env=dict(os.environ, **(env or {}), PREFECT_API_URL=api_url))
+        return subprocess.call(command, env=dict(environment, PREFECT_API_URL=api_url))
 
 
 def main() -> None:
