@@ -1,6 +1,6 @@
 """`make bench`: each figure next to its reference, measured in the same run on this machine.
 
-    python -m benchmarks.suite [--quick] [--sections prepare training evaluation time-to-accuracy]
+    python -m benchmarks.suite [--quick] [--sections prepare training evaluation time-to-accuracy stages orchestration]
 
 Absolute times on a shared machine drift, so every figure comes with a reference measured beside
 it and their ratio:
@@ -10,8 +10,16 @@ it and their ratio:
 - training: the real loop (`tasks.train.train_one_epoch`: indexing, augmentation, logging) against
   a bare PyTorch step of the same model on random data, per model and batch size;
 - evaluation: test images/s per model with flip TTA against without;
-- time to accuracy: from the trained folds' histories (`models/cnn/fold_*/history.csv`), the
-  wall time until validation accuracy first reaches 80 %, against the whole training time.
+- time to accuracy: from the trained folds' histories (`models/cnn/fold_*/history.csv`; without
+  them, the DVCLive logs in git at metrics/train.json's mean epoch time), the wall time until
+  validation accuracy first reaches 80 %, against the whole training time;
+- stages: each stage of dvc.yaml as its own process on the quick variant (benchmarks/stages.py):
+  its start-up cost against importing its module alone, its peak memory against that import's;
+- orchestration: the quick variant through `dvc repro` with and without a running Prefect server
+  and through the deployment (benchmarks/orchestration_overhead.py): the overhead, everything
+  beyond the stages' own compute, against that compute.
+`--quick` runs every section on tiny sizes (the last two on the test projects' 12 images per class
+and split), to check that the suite runs; its figures mean little.
 Writes benchmarks/results.json and BENCHMARKS.md (a table naming the machine); prints as it goes.
 Never fails on slowness; a section whose inputs are missing is reported as skipped.
 """
@@ -31,7 +39,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from benchmarks import machine, train_throughput
+from benchmarks import machine, orchestration_overhead, stages, train_throughput
 from tasks import evaluate, prepare
 from tasks.archive import iter_members
 from tasks.config import load_params
@@ -42,7 +50,7 @@ from tasks.train import pick_device
 RESULTS = Path("benchmarks/results.json")
 MARKDOWN = Path("BENCHMARKS.md")
 TARGET = 0.80  # validation accuracy of the time-to-accuracy figure
-SECTIONS = ("prepare", "training", "evaluation", "time-to-accuracy")
+SECTIONS = ("prepare", "training", "evaluation", "time-to-accuracy", "stages", "orchestration")
 
 
 def figure(section: str, what: str, value: float, unit: str, reference: str, reference_value: float) -> dict:
@@ -126,23 +134,59 @@ def bench_evaluation(quick: bool) -> list[dict]:
     return rows
 
 
+def _committed_histories(paths: Paths) -> list[tuple[str, pd.DataFrame]]:
+    """Each cnn fold's validation accuracy per epoch from the DVCLive logs in git, with the mean
+    epoch time of metrics/train.json: what a clone holds without the models from DVC's cache."""
+    train = paths.root / "metrics" / "train.json"
+    logs = sorted((paths.root / "logs" / "train" / "cnn").glob("fold_*/plots/metrics/val/acc.tsv"))
+    if not (train.exists() and logs):
+        return []
+    cnn = json.loads(train.read_text()).get("cnn") or {}
+    epochs = sum(len(pd.read_csv(log, sep="\t")) for log in logs)
+    per_epoch = cnn.get("train_seconds", 0) / epochs
+    return [(log.parents[3].name, pd.DataFrame({"epoch": frame["step"] + 1, "val/acc": frame["acc"],
+                                                 "seconds": per_epoch}))
+            for log in logs for frame in [pd.read_csv(log, sep="\t")]]
+
+
 def bench_time_to_accuracy(paths: Paths) -> list[dict]:
-    histories = sorted((paths.root / "models" / "cnn").glob("fold_*/history.csv"))
+    histories = [(h.parent.name, pd.read_csv(h)) for h in sorted((paths.root / "models" / "cnn").glob(
+        "fold_*/history.csv"))]
+    source = ""
     if not histories:
-        return skipped("time-to-accuracy", "no models/cnn/fold_*/history.csv (train the cnn first)")
+        histories, source = _committed_histories(paths), ", from the committed logs"
+    if not histories:
+        return skipped("time-to-accuracy", "no models/cnn/fold_*/history.csv and no committed cnn logs "
+                                           "(train the cnn first)")
     rows = []
-    for history in histories:
-        frame = pd.read_csv(history)
+    for fold, frame in histories:
         elapsed = frame["seconds"].cumsum()
         reached = frame.index[frame["val/acc"] >= TARGET]
-        fold = history.parent.name
         if len(reached):
             rows.append(figure("time-to-accuracy", f"cnn {fold}: to {TARGET:.0%} validation accuracy "
-                               f"(epoch {int(frame['epoch'][reached[0]])})", float(elapsed[reached[0]]) / 60,
-                               "min", "whole training", float(elapsed.iloc[-1]) / 60))
+                               f"(epoch {int(frame['epoch'][reached[0]])}{source})",
+                               float(elapsed[reached[0]]) / 60, "min", "whole training",
+                               float(elapsed.iloc[-1]) / 60))
         else:
-            rows += skipped("time-to-accuracy", f"cnn {fold} never reached {TARGET:.0%}")
+            rows += skipped("time-to-accuracy", f"cnn {fold} never reached {TARGET:.0%}{source}")
     return rows
+
+
+def bench_stages(quick: bool) -> list[dict]:
+    rows = []
+    for r in stages.measure(tiny=quick):
+        reference = f"importing {r['module']} alone"
+        rows += [figure("stages", f"{r['stage']}: start-up and teardown (wall - flow run)", r["startup"], "s",
+                        reference, r["import_wall"]),
+                 figure("stages", f"{r['stage']}: peak memory", r["peak_mib"], "MiB", reference, r["import_mib"])]
+    return rows
+
+
+def bench_orchestration(quick: bool) -> list[dict]:
+    what = "tiny project" if quick else "quick variant"
+    return [figure("orchestration", f"{what} through {r['mode']}: overhead", r["overhead"], "s",
+                   "the stages' compute", r["compute"])
+            for r in orchestration_overhead.measure(list(orchestration_overhead.MODES), tiny=quick)]
 
 
 # ----------------------------------------------------------------------------- output
@@ -174,6 +218,10 @@ def run(sections: list[str], quick: bool, paths: Paths) -> list[dict]:
             rows += bench_evaluation(quick)
         elif section == "time-to-accuracy":
             rows += bench_time_to_accuracy(paths)
+        elif section == "stages":
+            rows += bench_stages(quick)
+        elif section == "orchestration":
+            rows += bench_orchestration(quick)
     return rows
 
 

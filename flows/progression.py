@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,7 @@ import pandas as pd
 import yaml
 
 from flows.common import CPUS_ENV, PATHS, available_cpus, stage_main
-from flows.server import run_with_server
+from flows.server import prefect_api
 from flows.train_compare import exp_run_command, parse_sets
 from tasks import progression
 from tasks.config import PARAMS_FILE
@@ -59,12 +63,49 @@ def job_env(jobs: int, cpus: int) -> dict[str, str]:
     return {CPUS_ENV: str(max(1, cpus // jobs))}
 
 
+def queue_state(status: str) -> tuple[int, int]:
+    """(experiments still queued, active workers) from the text of `dvc queue status`."""
+    queued = sum(1 for line in status.splitlines() if line.split()[-1:] == ["Queued"])
+    workers = re.search(r"Worker status: (\d+) active", status)
+    return queued, int(workers[1]) if workers else 0
+
+
+def keep_workers(jobs: int, status: Callable[[], str], start: Callable[[], object], stop: threading.Event,
+                 every: float = 60) -> None:
+    """Until `stop` is set, every `every` seconds: while experiments wait and fewer than `jobs`
+    workers run, start workers again. DVC's queue workers share a broker of files, and with
+    several of them one can read a message another is still writing and stop (JSONDecodeError in
+    .dvc/tmp/exps/celery/dvc-exp-worker-*.out; treeverse/dvc#10428), leaving the rest of the queue
+    to fewer workers than asked for."""
+    while not stop.wait(every):
+        queued, active = queue_state(status())
+        if queued and active < jobs:
+            print(f"{active} of {jobs} queue workers left with {queued} experiments waiting: "
+                  f"`dvc queue start --jobs {jobs}`", flush=True)
+            start()
+
+
 def run_queue(jobs: int) -> None:
     """Run every queued experiment, `jobs` at a time, and wait for them (DVC follows their logs)."""
     command = ["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)]
     env = job_env(jobs, available_cpus())
     print("$", " ".join(f"{k}={v}" for k, v in env.items()), " ".join(command), flush=True)
-    if run_with_server(command, env):
+    with prefect_api() as api_url:
+        environment = dict(os.environ, **env, PREFECT_API_URL=api_url)
+        stop = threading.Event()
+        watcher = threading.Thread(target=keep_workers, daemon=True, args=(
+            jobs, lambda: subprocess.run(["dvc", "queue", "status"], env=environment, capture_output=True,
+                                         text=True).stdout,
+            # not captured: the workers it starts would hold the pipe open until they end
+            lambda: subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], env=environment,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), stop))
+        if jobs > 1:
+            watcher.start()
+        try:
+            code = subprocess.call(command, env=environment)
+        finally:
+            stop.set()
+    if code:
         raise progression.ProgressionError(f"`{' '.join(command)}` failed: see the experiments' logs above")
 
 
@@ -123,7 +164,7 @@ def main() -> None:
     ran = sub.add_parser("run", help="queue every step, run the queue and print the table")
     ran.add_argument("--jobs", type=int, default=1, help="experiments at a time, each with its share of the "
                                                           "cores (default 1: on a CPU, one experiment's training "
-                                                          "already uses every core)")
+                                                          "already uses every core; --fast: 2, a core each)")
     queued = sub.add_parser("queue", help="queue one DVC experiment per step")
     table = sub.add_parser("table", help="collect the experiments' metrics into the progression table")
     for command in (ran, queued, table):

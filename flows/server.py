@@ -84,18 +84,25 @@ def running_server(home: Path = HOME, port: int | None = None, timeout: float = 
         log.close()
 
 
-def run_with_server(command: list[str], env: dict[str, str] | None = None) -> int:
-    """Run `command` against the configured server, or a temporary one started for it, with
-    `env` added to this process's environment."""
-    environment = dict(os.environ, **(env or {}))
+@contextmanager
+def prefect_api():
+    """The configured server's API URL, or a temporary server's for the duration of the block."""
     api_url = configured_api_url()
     if api_url:
-        return subprocess.call(command, env=dict(environment, PREFECT_API_URL=api_url))
+        yield api_url
+        return
     started = time.monotonic()
     with running_server() as api_url:
         print(f"Prefect server {api_url} (UI at {api_url[:-4]}) started in "
               f"{time.monotonic() - started:.0f} s", flush=True)
-        return subprocess.call(command, env=dict(environment, PREFECT_API_URL=api_url))
+        yield api_url
+
+
+def run_with_server(command: list[str], env: dict[str, str] | None = None) -> int:
+    """Run `command` against the configured server, or a temporary one started for it, with
+    `env` added to this process's environment."""
+    with prefect_api() as api_url:
+        return subprocess.call(command, env=dict(os.environ, **(env or {}), PREFECT_API_URL=api_url))
 
 
 def main() -> None:

@@ -3,10 +3,11 @@
 import json
 
 import pandas as pd
+import yaml
 
-from benchmarks import machine, suite
+from benchmarks import machine, orchestration_overhead, suite
 from tasks.paths import Paths
-from tests.conftest import image_folder_files, write_tar
+from tests.conftest import ROOT, image_folder_files, write_tar
 
 
 def test_quick_suite_measures_every_section_beside_its_reference(tmp_path):
@@ -28,8 +29,18 @@ def test_quick_suite_measures_every_section_beside_its_reference(tmp_path):
     assert evaluation["what"] == "cnn_blog: test images with flip TTA" and evaluation["reference"] == "without TTA"
     reached = by_section["time-to-accuracy"]
     assert (reached["value"], reached["reference_value"]) == (2.0, 4.0) and "epoch 2" in reached["what"]
+    stage_names = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    stages = [r for r in rows if r["section"] == "stages"]
+    assert [r["what"] for r in stages] == [f"{name}: {what}" for name in stage_names for what in
+                                           ("start-up and teardown (wall - flow run)", "peak memory")]
+    assert all(r["unit"] == ("MiB" if "memory" in r["what"] else "s") and r["reference_value"] > 0 for r in stages)
+    orchestration = [r for r in rows if r["section"] == "orchestration"]
+    assert [(r["what"], r["unit"]) for r in orchestration] == [
+        (f"tiny project through {mode}: overhead", "s") for mode in orchestration_overhead.MODES]
+    assert all(r["reference_value"] > 0 for r in orchestration)  # each run's stages did compute
     table = suite.markdown(rows, machine.describe())
     assert machine.cpu_model() in table and "| training | cnn_blog, batch 32: real loop |" in table
+    assert "| stages | train: peak memory |" in table
 
 
 def test_missing_inputs_are_skipped_not_failed(tmp_path):
@@ -37,3 +48,15 @@ def test_missing_inputs_are_skipped_not_failed(tmp_path):
     assert [r["what"] for r in rows] == ["skipped", "skipped"]
     assert "dvc repro download" in rows[0]["skipped"] and "| prepare | skipped:" in suite.markdown(
         rows, machine.describe())
+
+
+def test_time_to_accuracy_falls_back_on_the_committed_logs(tmp_path):
+    """A clone has no models/ (DVC's cache) but git holds the DVCLive logs and metrics/train.json."""
+    log = tmp_path / "logs/train/cnn/fold_0/plots/metrics/val/acc.tsv"
+    log.parent.mkdir(parents=True)
+    log.write_text("step\tacc\n0\t0.5\n1\t0.81\n2\t0.85\n")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/train.json").write_text(json.dumps({"cnn": {"train_seconds": 300.0}}))
+    [row] = suite.run(["time-to-accuracy"], quick=True, paths=Paths(tmp_path))
+    assert row["what"] == "cnn fold_0: to 80% validation accuracy (epoch 2, from the committed logs)"
+    assert (row["value"], row["reference_value"]) == (200 / 60, 5.0)  # 100 s an epoch
