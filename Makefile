@@ -40,7 +40,7 @@ quick: setup  ## the fast variant end to end, as a DVC experiment in a temporary
 	name=quick-$$(date +%Y%m%d-%H%M%S) && $(WITH_SERVER) dvc exp run --temp --name $$name $(QUICK) && \
 	  python -m flows.train_compare show $$name
 
-study: setup  ## the study's own protocol (presets/study.yaml) as a DVC experiment: about 4.5 h on 2 cores
+study: setup  ## the study's own protocol (presets/study.yaml) as a DVC experiment: 4.5 to 8.5 h on 2 cores
 	name=study-$$(date +%Y%m%d-%H%M%S) && $(WITH_SERVER) python -m flows.train_compare run \
 	  --preset presets/study.yaml --name $$name $(if $(SET),$(foreach s,$(SET),--set $(s))) && \
 	  python -m flows.train_compare show $$name

@@ -10,14 +10,13 @@ quick variant's settings and the full data (`--tiny`: the test projects' slice, 
   "Finished in state" log lines): the interpreter, imports, Prefect's client, teardown; against a
   process that only imports the stage's module;
 - peak memory: the largest resident set of the stage's process and of the workers it waited for
-  (`os.wait4`), against that same import-only process.
+  (`getrusage` in a small launcher), against that same import-only process.
 Prints a table; never fails on slowness or size.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import subprocess
 import sys
@@ -31,20 +30,24 @@ from benchmarks.orchestration_overhead import fresh_project, stage_seconds
 from flows.server import running_server
 from tests.integration.project import project_env
 
+# Linux counts a forked child's resident set from the fork on, before it execs: started from this
+# (large) process, every command would report at least this process's size. A small launcher
+# starts each command instead and reports the largest resident set of what it waited for.
+LAUNCHER = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+            "print(f'\\npeak-kib {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}'); sys.exit(code)")
+
 
 def measured(command: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
-    """(wall seconds, peak resident MiB, output) of a command that must succeed."""
+    """(wall seconds, peak resident MiB of the command and the workers it waited for, output) of
+    a command that must succeed."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    out = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage (Linux: ru_maxrss in KiB)
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, *command], cwd=cwd, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    process.stdout.close()
-    if process.returncode:
-        sys.exit(f"{' '.join(command)} failed (exit {process.returncode}):\n{out[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, out
+    out, _, peak = done.stdout.rpartition("\npeak-kib ")
+    if done.returncode:
+        sys.exit(f"{' '.join(command)} failed (exit {done.returncode}):\n{out[-3000:]}")
+    return wall, int(peak) / 1024, out
 
 
 def stage_commands(project: Path) -> dict[str, list[str]]:

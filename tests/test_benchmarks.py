@@ -1,11 +1,13 @@
 """The benchmark suite runs and writes what it measured; it never judges speed."""
 
 import json
+import os
+import sys
 
 import pandas as pd
 import yaml
 
-from benchmarks import machine, orchestration_overhead, suite
+from benchmarks import machine, orchestration_overhead, stages, suite
 from tasks.paths import Paths
 from tests.conftest import ROOT, image_folder_files, write_tar
 
@@ -60,3 +62,14 @@ def test_time_to_accuracy_falls_back_on_the_committed_logs(tmp_path):
     [row] = suite.run(["time-to-accuracy"], quick=True, paths=Paths(tmp_path))
     assert row["what"] == "cnn fold_0: to 80% validation accuracy (epoch 2, from the committed logs)"
     assert (row["value"], row["reference_value"]) == (200 / 60, 5.0)  # 100 s an epoch
+
+
+def test_a_stage_peak_memory_is_its_own_not_the_benchmark_process_size(tmp_path):
+    """Started straight from a large process, a child reports at least that process's resident set."""
+    ballast = bytearray(400 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # resident, not only reserved
+    allocate = "x = bytearray(200 * 2**20); x[::4096] = b'y' * len(x[::4096]); print('done')"
+    _, peak, out = stages.measured([sys.executable, "-c", allocate], tmp_path, dict(os.environ))
+    _, idle, _ = stages.measured([sys.executable, "-c", "pass"], tmp_path, dict(os.environ))
+    assert out.strip() == "done"
+    assert 200 <= peak < 300 and idle < 100, (peak, idle)
