@@ -142,11 +142,10 @@ def _committed_histories(paths: Paths) -> list[tuple[str, pd.DataFrame]]:
     if not (train.exists() and logs):
         return []
     cnn = json.loads(train.read_text()).get("cnn") or {}
-    epochs = sum(len(pd.read_csv(log, sep="\t")) for log in logs)
-    per_epoch = cnn.get("train_seconds", 0) / epochs
-    return [(log.parents[3].name, pd.DataFrame({"epoch": frame["step"] + 1, "val/acc": frame["acc"],
-                                                 "seconds": per_epoch}))
-            for log in logs for frame in [pd.read_csv(log, sep="\t")]]
+    frames = {log.parents[3].name: pd.read_csv(log, sep="\t") for log in logs}  # fold_k: step, acc
+    per_epoch = cnn.get("train_seconds", 0) / sum(len(frame) for frame in frames.values())
+    return [(fold, pd.DataFrame({"epoch": frame["step"] + 1, "val/acc": frame["acc"], "seconds": per_epoch}))
+            for fold, frame in frames.items()]
 
 
 def bench_time_to_accuracy(paths: Paths) -> list[dict]:
