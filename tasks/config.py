@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.errors import PipelineError
 
@@ -145,6 +145,53 @@ class DeployParams(_Section):
         return value
 
 
+class SearchDimension(_Section):
+    """One tuned value: a range (`low`, `high`, sampled on a log scale with `log`) or `choices`."""
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[bool | int | float | str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SearchDimension:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or not self.choices:
+                raise ValueError("give either non-empty `choices` or `low` and `high`, not both")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError("needs `low` < `high` (or `choices`)")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs `low` > 0")
+        return self
+
+
+class TuneParams(_Section):
+    model: str = Field(min_length=1)
+    fold: int = Field(ge=0)
+    trials: int = Field(ge=1)
+    timeout_minutes: float = Field(ge=0)
+    epochs: int = Field(ge=1)
+    subsample: float = Field(gt=0, le=1)
+    pruner: Literal["median", "hyperband", "none"]
+    warmup_epochs: int = Field(ge=0)
+    parallel: int = Field(ge=1)
+    task_runner: Literal["threads", "processes", "dask"]
+    storage: str
+    study: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    space: dict[str, SearchDimension] = Field(min_length=1)
+
+    @field_validator("space")
+    @classmethod
+    def _tunable_keys(cls, value: dict[str, SearchDimension]) -> dict[str, SearchDimension]:
+        for key in value:
+            section, _, name = key.partition(".")
+            fields = {"train": TrainParams, "augment": AugmentParams}.get(section)
+            if fields is None or name not in fields.model_fields:
+                raise ValueError(f"{key!r}: not a key of the train or augment section")
+            if (fields.model_fields[name].json_schema_extra or {}).get("scheduling"):
+                raise ValueError(f"{key!r}: decides how training runs, not what it learns")
+        return value
+
+
 class Params(_Section):
     base: BaseParams
     data: DataParams
@@ -154,6 +201,7 @@ class Params(_Section):
     evaluate: EvaluateParams
     report: ReportParams
     deploy: DeployParams
+    tune: TuneParams
 
 
 def _describe(error: dict) -> str:
@@ -162,6 +210,8 @@ def _describe(error: dict) -> str:
         return f"{key}: unknown key"
     if error["type"] == "missing":
         return f"{key}: missing"
+    if not key:  # a check across sections: its message names the keys
+        return error["msg"].removeprefix("Value error, ")
     return f"{key} = {error['input']!r}: {error['msg']}"
 
 

@@ -161,3 +161,32 @@ class Paths:
     @property
     def progression_results(self) -> Path:
         return self.root / "progression/results.json"
+
+    # tune (not on the default `dvc repro` path: tune/dvc.yaml): the Optuna study and its results
+    @property
+    def tune(self) -> Path:
+        return self.root / "tune"
+
+    @property
+    def tune_trials(self) -> Path:
+        return self.tune / "trials.parquet"
+
+    @property
+    def tune_best(self) -> Path:
+        return self.tune / "best.yaml"
+
+    @property
+    def tune_summary(self) -> Path:
+        return self.tune / "summary.json"
+
+    @property
+    def tune_storage(self) -> Path:
+        return self.tune / "study.db"  # the default SQLite storage (tune.storage = "")
+
+    @property
+    def tune_history_plot(self) -> Path:
+        return self.tune / "history.png"
+
+    @property
+    def tune_importance_plot(self) -> Path:
+        return self.tune / "importance.png"

@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,9 +298,12 @@ def train_fold(model_name: str, fold: int, seed: int, p: TrainParams, aug: Augme
 
 
 def fit(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams, paths: Paths,
-        device: torch.device, checkpoint: Path, resume: dict | None) -> dict:
+        device: torch.device, checkpoint: Path, resume: dict | None,
+        on_epoch: Callable[[dict], None] | None = None) -> dict:
     """The epoch loop with early stopping, from the start or from `resume`, saving `checkpoint`
-    after each epoch; returns the final state (best weights, history, metrics, config)."""
+    after each epoch; returns the final state (best weights, history, metrics, config).
+    `on_epoch(row)` sees each epoch's history row (the tune stage reports it to Optuna; an
+    exception it raises, such as a pruned trial, ends the loop)."""
     name = f"{model_name} fold {fold}"
     data = load_fold(paths, fold, p.input_scaling, device)
     torch.manual_seed(seed)
@@ -342,6 +346,8 @@ def fit(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParam
         print(f"{name} epoch {epoch}/{p.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
               f"val loss {val_loss:.4f} acc {val_acc:.4f} | lr {lr:.2e} | {seconds:.0f} s, "
               f"{row['images_per_s']:.0f} img/s", flush=True)
+        if on_epoch is not None:
+            on_epoch(row)
         if val_loss < best["val_loss"]:
             best = {"val_loss": val_loss, "epoch": epoch,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}

@@ -14,6 +14,8 @@ from tasks.paths import Paths
 from tests.conftest import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# tune/dvc.yaml: a pipeline of its own (not on the default `dvc repro` path), checked the same way.
+STAGES |= yaml.safe_load((ROOT / "tune/dvc.yaml").read_text())["stages"]
 
 
 def is_code(dep: str) -> bool:

@@ -36,6 +36,9 @@ def make_project(root: Path) -> Path:
     """A git + DVC repository holding the pipeline's code and a small-data params.yaml."""
     for name in ("flows", "tasks", "presets", "progression"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "tune").mkdir()
+    for name in ("tune/dvc.yaml", "tune/.gitignore"):  # the tune pipeline, not a study of this checkout
+        shutil.copy(ROOT / name, root / name)
     for name in ("dvc.yaml", ".gitignore", "prefect.toml"):
         shutil.copy(ROOT / name, root)
     if SHARED_ARCHIVE.exists():
@@ -47,6 +50,8 @@ def make_project(root: Path) -> Path:
                           checksum="sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest())
     params["split"].update(folds=2)
     params["train"].update(models=["ann", "cnn"], epochs=1, batch_size=32, parallel=1)
+    params["tune"].update(model="ann", trials=2, epochs=1, subsample=1.0, parallel=1, task_runner="threads",
+                          space={"train.lr": {"low": 0.01, "high": 0.2, "log": True}})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
                     ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):

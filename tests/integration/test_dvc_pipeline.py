@@ -42,6 +42,19 @@ def test_repro_runs_every_stage_then_nothing(prefect_server, project):
 
     again = run(project, "dvc", "repro")
     assert "Running stage" not in again
+    # dvc.yaml's pipeline: tune/dvc.yaml's stage is not part of it and has not run here.
+    assert "Data and pipelines are up to date" in run(project, "dvc", "status", "dvc.yaml")
+
+
+def test_tune_runs_only_when_asked_and_then_is_up_to_date(prefect_server, project):
+    run(project, "dvc", "repro")
+    assert "tune" not in run(project, "dvc", "repro", "--dry")
+    out = run(project, "dvc", "repro", "tune/dvc.yaml")
+    assert "Running stage 'tune/dvc.yaml:tune'" in out and "Running stage 'train'" not in out
+    summary = json.loads((project / "tune/summary.json").read_text())
+    assert summary["trials"] == 2 and summary["baseline_val_acc"] is not None
+    assert yaml.safe_load((project / "tune/best.yaml").read_text())["set"]
+    assert "Running stage" not in run(project, "dvc", "repro", "tune/dvc.yaml")
     assert "Data and pipelines are up to date" in run(project, "dvc", "status")
 
 

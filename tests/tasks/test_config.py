@@ -87,3 +87,20 @@ def test_bad_yaml_and_missing_file(tmp_path):
     bad.write_text("base: [unclosed")
     with pytest.raises(ParamsError, match="bad.yaml: not valid YAML"):
         load_params(bad)
+
+
+def test_tune_space_names_real_keys_and_valid_ranges(raw_params):
+    params = parse_params(raw_params)
+    assert params.tune.space["train.lr"].log and params.tune.space["train.batch_size"].choices
+    for space, words in [
+        ({"train.speed": {"low": 0, "high": 1}}, "'train.speed': not a key of the train or augment section"),
+        ({"train.parallel": {"choices": [1, 2]}}, "decides how training runs"),
+        ({"train.lr": {"low": 0.1, "high": 0.01}}, "needs `low` < `high`"),
+        ({"train.lr": {"low": 0, "high": 0.1, "log": True}}, "needs `low` > 0"),
+        ({"train.lr": {"low": 0.01, "high": 0.1, "choices": [0.1]}}, "not both"),
+    ]:
+        raw = copy.deepcopy(raw_params)
+        raw["tune"]["space"] = space
+        with pytest.raises(ParamsError, match="tune.space") as error:
+            parse_params(raw, "params.yaml")
+        assert words in str(error.value), str(error.value)

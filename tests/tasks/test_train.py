@@ -257,3 +257,24 @@ def test_other_missing_files_still_fail_the_fold():
 
     with pytest.raises(FileNotFoundError):
         train._end(Live())
+
+
+def test_on_epoch_sees_every_row_and_can_stop_the_loop(tiny):
+    """The tune stage reports each epoch to Optuna through `on_epoch`; a pruned trial raises."""
+    params, paths = tiny
+    seen = []
+    state = train.fit("cnn_blog", 0, 1, params.train, params.augment, paths, torch.device("cpu"),
+                      paths.checkpoints / "hook" / "checkpoint.pt", None, on_epoch=seen.append)
+    assert [row["epoch"] for row in seen] == [1, 2, 3]
+    assert [row["val/acc"] for row in seen] == [row["val/acc"] for row in state["history"]]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(row):
+        if row["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train.fit("cnn_blog", 0, 1, params.train, params.augment, paths, torch.device("cpu"),
+                  paths.checkpoints / "hook2" / "checkpoint.pt", None, on_epoch=stop_after_two)
