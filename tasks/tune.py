@@ -27,7 +27,6 @@ import yaml
 
 from tasks.config import AugmentParams, Params, TrainParams, TuneParams, parse_params
 from tasks.errors import PipelineError
-from tasks.io import write_json
 from tasks.paths import Paths
 
 HEARTBEAT_S = 60  # a trial whose process died is failed (and retried) after 2 missed heartbeats
@@ -42,8 +41,12 @@ def study_name(params: Params, paths: Paths) -> str:
         params.train.recipe(), params.augment.model_dump(), params.base.seed,
     ], sort_keys=True).encode())
     for f in (paths.prepared_train, paths.folds, paths.train_index):
-        with open(f, "rb") as fh:
-            h.update(hashlib.file_digest(fh, "sha256").digest())
+        try:
+            with open(f, "rb") as fh:
+                h.update(hashlib.file_digest(fh, "sha256").digest())
+        except FileNotFoundError:
+            raise TuneError(f"{f}: missing; the study is named after the prepared data and its folds "
+                            "(`dvc repro split` or `dvc pull` makes them)") from None
     return f"{t.study}-{h.hexdigest()[:10]}"
 
 
@@ -199,43 +202,49 @@ def run_trials(params: Params, paths: Paths, worker: int, threads: int | None = 
 
 
 def summarize(params: Params, paths: Paths) -> dict:
-    """Write the trials table (Parquet), the best recipe as a preset file, the plots and a summary;
-    returns the summary (best value against the unchanged recipe's)."""
-    import optuna
-
+    """Write the trials table (Parquet), the best recipe as a preset file and the plots; returns
+    the summary (best value against the unchanged recipe's). The report's record of the study,
+    tune/summary.json, is `python -m flows.tune table`'s (`results_record`)."""
     study = open_study(params, paths)
     trials = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs",
                                            "duration", "datetime_start"))
     trials["duration"] = trials["duration"].dt.total_seconds()
     paths.tune.mkdir(parents=True, exist_ok=True)
     trials.to_parquet(paths.tune_trials, index=False)
-    done = [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
-    if not done:
-        raise RuntimeError(f"study {study.study_name}: no trial completed")
-    baseline = next((tr for tr in done if tr.user_attrs.get("baseline")), None)
-    best = study.best_trial
-    preset = {"set": {key: best.params[key] for key in params.tune.space}}
+    summary = summary_of(study, params)
+    best, baseline = summary["best_val_acc"], summary["baseline_val_acc"]
     header = (f"# Best of Optuna study {study.study_name} ({params.tune.model}, fold {params.tune.fold}, "
               f"{params.tune.epochs} epochs on {params.tune.subsample:g} of its training images):\n"
-              f"# validation accuracy {best.value:.4f}"
-              + (f" against {baseline.value:.4f} for params.yaml's recipe" if baseline else "") + ".\n"
+              f"# validation accuracy {best:.4f}"
+              + (f" against {baseline:.4f} for params.yaml's recipe" if baseline is not None else "") + ".\n"
               "# Apply: python -m flows.train_compare run --preset tune/best.yaml\n")
-    paths.tune_best.write_text(header + yaml.safe_dump(preset, sort_keys=False))
-    summary = {
+    paths.tune_best.write_text(header + yaml.safe_dump({"set": summary["best_params"]}, sort_keys=False))
+    _plots(study, paths, params.base.seed)
+    return summary
+
+
+def summary_of(study, params: Params) -> dict:
+    """The study in figures: its trials, the best one against params.yaml's recipe (trial 0)."""
+    import optuna
+
+    done = [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise TuneError(f"study {study.study_name}: no trial completed")
+    baseline = next((tr for tr in done if tr.user_attrs.get("baseline")), None)
+    best = study.best_trial
+    return {
         "study": study.study_name, "trials": len(study.trials),
         "completed": len(done), "pruned": sum(tr.state == optuna.trial.TrialState.PRUNED for tr in study.trials),
         "best_trial": best.number, "best_val_acc": round(best.value, 4),
         "baseline_val_acc": round(baseline.value, 4) if baseline else None,
         "gain": round(best.value - baseline.value, 4) if baseline else None,
-        "best_params": preset["set"],
+        "best_params": {key: best.params[key] for key in params.tune.space},
     }
-    write_json(paths.tune_summary, summary)
-    _plots(study, paths)
-    return summary
 
 
-def _plots(study, paths: Paths) -> None:
-    """Optuna's optimisation history and parameter importances (matplotlib), for the report."""
+def _plots(study, paths: Paths, seed: int) -> None:
+    """Optuna's own optimisation-history and parameter-importance plots, beside the stage's tables
+    (the report draws the same two from tune/summary.json)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,7 +258,8 @@ def _plots(study, paths: Paths) -> None:
     varied = len(completed) >= 2 and any(len({str(tr.params[k]) for tr in completed}) > 1
                                          for k in completed[0].params)
     if varied:
-        axes = optuna.visualization.matplotlib.plot_param_importances(study)
+        axes = optuna.visualization.matplotlib.plot_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
         figure = axes.figure
     else:  # importances need completed trials that differ: say so rather than leave no file
         figure, axes = plt.subplots(figsize=(6, 1.5))
@@ -258,3 +268,47 @@ def _plots(study, paths: Paths) -> None:
                   "too few for parameter importances", ha="center", va="center")
     figure.savefig(paths.tune_importance_plot, dpi=110, bbox_inches="tight")
     plt.close(figure)
+
+
+# ----------------------------------------------------------------------------- the report's record
+# (written to tune/summary.json by `python -m flows.tune table`; read by tasks/tune_results.py)
+
+def _importances(study, seed: int) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA, its forest seeded); empty while fewer than two
+    completed trials differ."""
+    import optuna
+
+    done = [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
+    if len(done) < 2 or not any(len({str(tr.params[k]) for tr in done}) > 1 for k in done[0].params):
+        return {}
+    found = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
+    return {key: round(float(value), 4) for key, value in found.items()}
+
+
+def results_record(params: Params, paths: Paths, collected: pd.Timestamp) -> dict:
+    """What tune/summary.json holds: the study's set-up, every trial (a pruned one with the last
+    validation accuracy it reported), the summary and the parameter importances. A study that does
+    not exist yet gives a record with no trials."""
+    import optuna
+
+    t = params.tune
+    name, url = study_name(params, paths), storage_url(t, paths)
+    record = {"study": name, "collected": collected.isoformat(), "model": t.model, "fold": t.fold,
+              "epochs": t.epochs, "subsample": t.subsample, "pruner": t.pruner,
+              "baseline": default_values(params), "trials": [], "summary": None, "importances": {}}
+    local = url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
+    if local or name not in optuna.study.get_all_study_names(url):
+        return record
+    study = optuna.load_study(study_name=name, storage=url)
+    for tr in study.trials:
+        steps = sorted(tr.intermediate_values)
+        record["trials"].append({
+            "number": tr.number, "state": tr.state.name, "params": tr.params,
+            "value": tr.value if tr.value is not None else (tr.intermediate_values[steps[-1]] if steps else None),
+            "epochs": len(steps), "baseline": bool(tr.user_attrs.get("baseline")),
+            "seconds": round(tr.duration.total_seconds(), 1) if tr.duration else None})
+    if any(tr["state"] == "COMPLETE" for tr in record["trials"]):
+        record["summary"] = summary_of(study, params)
+        record["importances"] = _importances(study, params.base.seed)
+    return record

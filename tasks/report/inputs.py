@@ -26,6 +26,7 @@ class ReportInputs:
     source: dict  # data/raw/source.json
     changes: pd.DataFrame | None  # `dvc metrics diff HEAD` of the metrics file; None: nothing to compare
     progression: Path  # progression/results.json (read by tasks/report/progression.py; may be missing)
+    tune: Path  # tune/summary.json (read by tasks/report/tune.py; may be missing)
 
 
 def metrics_diff(paths: Paths) -> pd.DataFrame | None:
@@ -66,4 +67,5 @@ def load_inputs(models: tuple[str, ...], paths: Paths) -> ReportInputs:
         source=json.loads(paths.source_info.read_text()),
         changes=metrics_diff(paths),
         progression=paths.progression_results,
+        tune=paths.tune_summary,
     )

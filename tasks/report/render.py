@@ -17,6 +17,7 @@ from tasks.io import write_atomic
 from tasks.paths import Paths
 from tasks.report import figures, study, text
 from tasks.report import progression as progression_section
+from tasks.report import tune as tune_section
 from tasks.report.inputs import ReportInputs
 
 TITLE = "CIFAR-10: CNN vs ANN — evaluation report"
@@ -26,6 +27,7 @@ SECTIONS = {  # id -> heading, in the order they appear
     "tests": "Statistical tests",
     "study": "The study's published figures beside ours",
     "progression": "Progression: what each ingredient is worth",
+    "tuning": "Tuning: what an Optuna study found",
     "learning-curves": "Learning curves",
     "confusion": "Confusion matrices and classification reports",
     "samples": "Sample predictions",
@@ -113,6 +115,8 @@ def sections(inputs: ReportInputs, params: ReportParams, seed: int) -> list[Sect
                                 + ([Table(table, "study")] if table is not None else []))]),
         Section("progression", [Block(None, [Table(item) if isinstance(item, pd.DataFrame) else item
                                              for item in progression_section.items(inputs.progression, published)])]),
+        Section("tuning", [Block(None, [Table(item) if isinstance(item, pd.DataFrame) else item
+                                        for item in tune_section.items(inputs.tune)])]),
         Section("learning-curves", _figures_only(figures.learning_curve_figures(inputs)), in_markdown=False),
         Section("confusion", [Block(None, ["The confusion matrix and the per-class scores of each fold ensemble "
                                            "on the test set."])] + [

@@ -4,10 +4,12 @@ import optuna
 import pandas as pd
 import pytest
 
-from flows.tune import tune_flow
-from tasks import tune
+from flows.tune import table, tune_flow
+from tasks import tune, tune_results
 from tasks.config import SearchDimension
 from tasks.presets import load_preset
+from tasks.report import tune as tune_section
+from tasks.report.figures import Picture
 from tests.conftest import ROOT, two_fold_data, with_changes
 
 CLASSES = ["red", "green", "blue", "grey"]
@@ -40,7 +42,7 @@ def test_study_prunes_a_bad_trial_resumes_and_writes_an_applicable_preset(prefec
     # More trials for the same study: it continues where it stopped, its first trials untouched.
     more = with_changes(params, tune={"trials": 4})
     assert tune.study_name(more, paths) == tune.study_name(params, paths)
-    tune_flow(more, paths)
+    more_summary = tune_flow(more, paths)
     again = pd.read_parquet(paths.tune_trials)
     assert len(again) == 4
     pd.testing.assert_series_equal(again["value"].iloc[:2], trials["value"].iloc[:2])
@@ -52,6 +54,22 @@ def test_study_prunes_a_bad_trial_resumes_and_writes_an_applicable_preset(prefec
     overrides = load_preset(paths.tune_best, ROOT / "params.yaml")
     assert overrides == {"train.lr": summary["best_params"]["train.lr"]}
     assert paths.tune_history_plot.stat().st_size > 0
+
+    # `python -m flows.tune table`: the study as the report reads it, from the storage.
+    record = table(more, paths)
+    assert tune_results.read_results(paths.tune_summary) == record
+    assert [tr["state"] for tr in record["trials"][:3]] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert record["trials"][2]["epochs"] == 1 and record["trials"][2]["value"] is not None  # its last report
+    assert record["summary"] == more_summary and record["baseline"] == {"train.lr": 0.05}
+    assert record["importances"] == {"train.lr": 1.0}  # the one tuned key explains all
+    assert [i for i in tune_section.items(paths.tune_summary) if isinstance(i, Picture)]
+
+
+def test_table_before_any_study_writes_a_record_without_trials(tiny_study):
+    params, paths = tiny_study
+    record = table(params, paths)
+    assert record["study"] == tune.study_name(params, paths) and record["trials"] == []
+    assert record["summary"] is None and not paths.tune_storage.exists()  # reading created nothing
 
 
 def test_trial_recipe_is_validated_like_params_yaml(params):

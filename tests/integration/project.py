@@ -37,7 +37,7 @@ def make_project(root: Path) -> Path:
     for name in ("flows", "tasks", "presets", "progression"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "tune").mkdir()
-    for name in ("tune/dvc.yaml", "tune/.gitignore"):  # the tune pipeline, not a study of this checkout
+    for name in ("tune/dvc.yaml", "tune/.gitignore", "tune/summary.json"):  # the tune pipeline, no study
         shutil.copy(ROOT / name, root / name)
     for name in ("dvc.yaml", ".gitignore", "prefect.toml"):
         shutil.copy(ROOT / name, root)

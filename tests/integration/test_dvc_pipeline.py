@@ -51,11 +51,18 @@ def test_tune_runs_only_when_asked_and_then_is_up_to_date(prefect_server, projec
     assert "tune" not in run(project, "dvc", "repro", "--dry")
     out = run(project, "dvc", "repro", "tune/dvc.yaml")
     assert "Running stage 'tune/dvc.yaml:tune'" in out and "Running stage 'train'" not in out
-    summary = json.loads((project / "tune/summary.json").read_text())
-    assert summary["trials"] == 2 and summary["baseline_val_acc"] is not None
     assert yaml.safe_load((project / "tune/best.yaml").read_text())["set"]
     assert "Running stage" not in run(project, "dvc", "repro", "tune/dvc.yaml")
     assert "Data and pipelines are up to date" in run(project, "dvc", "status")
+
+    # Collected into tune/summary.json, the study reaches the report: only the report runs again.
+    run(project, "python", "-m", "flows.tune", "table")
+    summary = json.loads((project / "tune/summary.json").read_text())["summary"]
+    assert summary["trials"] == 2 and summary["baseline_val_acc"] is not None
+    out = run(project, "dvc", "repro")
+    assert "Running stage 'report'" in out and "Running stage 'evaluate'" not in out
+    section = (project / "reports/report.md").read_text().split("## Tuning")[1]
+    assert f"{summary['trials']} trials: {summary['completed']} completed, {summary['pruned']} pruned" in section
 
 
 def test_a_split_parameter_reruns_split_onwards_only(prefect_server, project):
