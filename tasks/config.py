@@ -210,8 +210,6 @@ def _describe(error: dict) -> str:
         return f"{key}: unknown key"
     if error["type"] == "missing":
         return f"{key}: missing"
-    if not key:  # a check across sections: its message names the keys
-        return error["msg"].removeprefix("Value error, ")
     return f"{key} = {error['input']!r}: {error['msg']}"
 
 

@@ -227,7 +227,7 @@ def summary_of(study, params: Params) -> dict:
     """The study in figures: its trials, the best one against params.yaml's recipe (trial 0)."""
     import optuna
 
-    done = [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
+    done = _completed(study)
     if not done:
         raise TuneError(f"study {study.study_name}: no trial completed")
     baseline = next((tr for tr in done if tr.user_attrs.get("baseline")), None)
@@ -242,6 +242,18 @@ def summary_of(study, params: Params) -> dict:
     }
 
 
+def _completed(study) -> list:
+    import optuna
+
+    return [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
+
+
+def _rankable(completed: list) -> bool:
+    """Whether parameter importances can be computed: two completed trials that differ."""
+    return len(completed) >= 2 and any(len({str(tr.params[k]) for tr in completed}) > 1
+                                       for k in completed[0].params)
+
+
 def _plots(study, paths: Paths, seed: int) -> None:
     """Optuna's own optimisation-history and parameter-importance plots, beside the stage's tables
     (the report draws the same two from tune/summary.json)."""
@@ -254,10 +266,8 @@ def _plots(study, paths: Paths, seed: int) -> None:
     axes = optuna.visualization.matplotlib.plot_optimization_history(study)
     axes.figure.savefig(paths.tune_history_plot, dpi=110, bbox_inches="tight")
     plt.close(axes.figure)
-    completed = [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
-    varied = len(completed) >= 2 and any(len({str(tr.params[k]) for tr in completed}) > 1
-                                         for k in completed[0].params)
-    if varied:
+    completed = _completed(study)
+    if _rankable(completed):
         axes = optuna.visualization.matplotlib.plot_param_importances(
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
         figure = axes.figure
@@ -278,8 +288,7 @@ def _importances(study, seed: int) -> dict[str, float]:
     completed trials differ."""
     import optuna
 
-    done = [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
-    if len(done) < 2 or not any(len({str(tr.params[k]) for tr in done}) > 1 for k in done[0].params):
+    if not _rankable(_completed(study)):
         return {}
     found = optuna.importance.get_param_importances(
         study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))

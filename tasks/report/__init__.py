@@ -8,7 +8,7 @@ own `dvc metrics diff` against the last commit. Nothing is typed in by hand. Alo
 - `text.py`     numbers, sentences and tables (data frames), pure functions of the inputs
 - `study.py`    the study's published figures (`published.yaml`) beside the measured ones
 - `progression.py` the progression's experiments and the retraining history (progression/results.json)
-- `tune.py`     the Optuna study of params.yaml's `tune` section (tune/results.json)
+- `tune.py`     the Optuna study of params.yaml's `tune` section (tune/summary.json)
 - `figures.py`  one builder per kind of figure
 - `render.py`   one section model, rendered to HTML (a Jinja2 template) and to Markdown
 
