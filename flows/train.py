@@ -1,14 +1,18 @@
 """Stage `train`: `python -m flows.train` (see dvc.yaml).
 
 One Prefect task per (model, fold), fanned out on the configured task runner (threads,
-processes or a Dask cluster). A failed pair does not stop the others; the stage fails at the end
-and names every failed pair. Re-running resumes interrupted pairs from their checkpoints and
-restores finished ones without training them again.
+processes or a Dask cluster). The stage reads the data and sends each task what it trains on;
+the task sends back its final state, and the stage writes the outputs where DVC expects them, so
+a worker needs nothing from the stage's disk (only `train.checkpoints`, which every worker must
+reach). A failed pair does not stop the others; the stage fails at the end and names every failed
+pair with its exception. Re-running resumes interrupted pairs from their checkpoints and restores
+finished ones without training them again.
 """
 
 from __future__ import annotations
 
 from prefect import flow
+from prefect.context import FlowRunContext
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from flows.common import PATHS, available_cpus, stage_main, step
@@ -30,9 +34,8 @@ def _not_diverged(task, task_run, state) -> bool:
     return True
 
 
-train_fold = step(train.train_fold, retry_condition_fn=_not_diverged,
-                  task_run_name="train-{model_name}-fold-{fold}")
-fold_count = step(train.fold_count)
+train_pair = step(train.train_pair, retry_condition_fn=_not_diverged,
+                  task_run_name="train-{model_name}-fold-{split.fold}")
 
 
 def task_runner(p: TrainParams):
@@ -48,23 +51,61 @@ def task_runner(p: TrainParams):
     return ThreadPoolTaskRunner(max_workers=p.parallel)
 
 
+def failure(future) -> str:
+    """A failed task's exception as `Type: message (notes)`: the notes say where it was raised.
+    Asked of the future, not of its state: on Dask, a task that never reported (its worker or its
+    input was lost) has only the Dask future's exception to tell."""
+    try:
+        future.result()
+    except BaseException as exc:  # noqa: BLE001 - the point is to describe it
+        notes = "; ".join(getattr(exc, "__notes__", ()))
+        return f"{type(exc).__name__}: {exc}" + (f" ({notes})" if notes else "")
+    return future.state.message or future.state.name
+
+
+def _share(data: train.TrainingSet) -> train.TrainingSet:
+    return data
+
+
+# On Dask, a task's result stays on the worker that made it and moves to the workers that need it,
+# once each: so the training set goes to the cluster as this task's result, not once per training
+# task, and Dask recomputes it if the worker holding it is lost.
+share = step(_share, name="share-training-set")
+
+
+def on_cluster(data: train.TrainingSet):
+    """On a Dask runner: log the cluster's address, size and dashboard, and put the training set
+    on it once. Elsewhere the data itself, sent with each task."""
+    runner = FlowRunContext.get().task_runner
+    if not hasattr(runner, "client"):  # threads or processes
+        return data
+    client = runner.client
+    threads = client.nthreads()
+    print(f"Dask cluster at {client.scheduler.address}: {len(threads)} workers, "
+          f"{sum(threads.values())} threads; dashboard {client.dashboard_link}")
+    return share.submit(data)
+
+
 @flow(name="train", log_prints=True)
 def train_flow(params: TrainParams, augment: AugmentParams, seed: int,
                paths: Paths = PATHS) -> dict:
     # Parallel folds share the stage's cores: each gets its slice so they do not oversubscribe them.
     threads = max(1, available_cpus() // params.parallel)
-    folds = fold_count(paths)
-    pairs = [(m, k) for m in params.models for k in range(folds)]
-    runner_task = train_fold.with_options(retries=params.retries)
-    futures = [runner_task.submit(m, k, seed, params, augment, paths, threads) for m, k in pairs]
+    data = train.read_training_set(paths)
+    splits = [train.read_fold_split(paths, k, data.classes) for k in range(train.fold_count(paths))]
+    shared = on_cluster(data)
+    checkpoints = train.checkpoint_root(params, paths)
+    pairs = [(m, split) for m in params.models for split in splits]
+    runner_task = train_pair.with_options(retries=params.retries)
+    futures = [runner_task.submit(m, split, shared, seed, params, augment, checkpoints, threads)
+               for m, split in pairs]
     results, failed = [], []
-    for (model, fold), future in zip(pairs, futures, strict=True):
+    for (model, split), future in zip(pairs, futures, strict=True):
         future.wait()
-        state = future.state
-        if state.is_completed():
-            results.append(future.result())
+        if future.state.is_completed():
+            results.append(train.publish(paths, future.result()))
         else:
-            failed.append(f"{model} fold {fold}: {state.message}")
+            failed.append(f"{model} fold {split.fold}: {failure(future)}")
     if failed:
         raise RuntimeError("training failed for " + "; ".join(failed))
     summary = train.summarize(results)

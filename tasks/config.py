@@ -86,6 +86,7 @@ class TrainParams(_Section):
     parallel: int = _scheduling(ge=1)
     task_runner: Literal["threads", "processes", "dask"] = _scheduling()
     dask_address: str = _scheduling()
+    checkpoints: str = _scheduling()
     retries: int = _scheduling(ge=0)
 
     def recipe(self) -> dict:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
+import socket
+import sys
 import time
+import traceback
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,22 +26,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks.augment import augment
+from tasks.checkpoints import Checkpoint
 from tasks.config import AugmentParams, TrainParams
 from tasks.io import atomic_path, write_csv, write_json
 from tasks.models import build_model, count_parameters, l2_penalty
-from tasks.paths import Paths
+from tasks.paths import Paths, project_dir
 from tasks.sources import source_digest
 from tasks.tables import read_prepared
-
-KEEP_CHECKPOINTS = 3  # parameter sets per (model, fold) whose checkpoints stay on disk
 
 
 class TrainingDiverged(RuntimeError):
     """The training or validation loss became NaN or infinite (not worth a retry)."""
-
-
-def fold_count(paths: Paths) -> int:
-    return int(pd.read_parquet(paths.folds, columns=["fold"])["fold"].max()) + 1
 
 
 def pick_device(name: str) -> torch.device:
@@ -58,6 +54,49 @@ def fold_seed(seed: int, model: str, fold: int) -> int:
 
 # ----------------------------------------------------------------------------- data
 
+@dataclass(frozen=True)
+class TrainingSet:
+    """The prepared training images, read once by the stage and sent with every task, so that a
+    worker needs nothing from the stage's disk."""
+    pixels: np.ndarray  # (N, S, S, 3) uint8
+    labels: np.ndarray  # (N,) int64
+    classes: list[str]
+    digest: str  # of the prepared file: part of every checkpoint key
+
+
+@dataclass(frozen=True)
+class FoldSplit:
+    """One fold's rows of the split stage's tables: which ids it trains and validates on."""
+    fold: int
+    train_ids: np.ndarray  # oversampled ids repeat
+    val_ids: np.ndarray
+    loss_weights: np.ndarray  # per class, in the training set's class order
+
+
+def read_training_set(paths: Paths) -> TrainingSet:
+    pixels, labels, classes = read_prepared(paths.prepared_train)
+    with open(paths.prepared_train, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return TrainingSet(pixels, labels, classes, digest)
+
+
+def fold_count(paths: Paths) -> int:
+    return int(pd.read_parquet(paths.folds, columns=["fold"])["fold"].max()) + 1
+
+
+def read_fold_split(paths: Paths, fold: int, classes: list[str]) -> FoldSplit:
+    """Fold `fold`'s split from data/splits."""
+    folds = pd.read_parquet(paths.folds)
+    index = pd.read_parquet(paths.train_index)
+    counts = pd.read_csv(paths.class_counts)
+    train_ids = index.loc[index["fold"] == fold, "id"].to_numpy(np.int64)
+    val_ids = folds.loc[folds["fold"] == fold, "id"].to_numpy(np.int64)
+    if not len(train_ids) or not len(val_ids):
+        raise ValueError(f"{paths.splits}: fold {fold} has no training or no validation images")
+    weights = counts.loc[counts["fold"] == fold].sort_values("class", key=lambda s: s.map(classes.index))
+    return FoldSplit(fold, train_ids, val_ids, weights["loss_weight"].to_numpy(np.float32))
+
+
 @dataclass
 class FoldData:
     images: torch.Tensor  # (N, 3, S, S) uint8, every training image, on the device
@@ -70,31 +109,27 @@ class FoldData:
     std: torch.Tensor
 
 
-def load_fold(paths: Paths, fold: int, scaling: str, device: torch.device) -> FoldData:
-    pixels, labels, classes = read_prepared(paths.prepared_train)
-    folds = pd.read_parquet(paths.folds)
-    index = pd.read_parquet(paths.train_index)
-    counts = pd.read_csv(paths.class_counts)
-    train_ids = index.loc[index["fold"] == fold, "id"].to_numpy(np.int64)
-    val_ids = folds.loc[folds["fold"] == fold, "id"].to_numpy(np.int64)
-    if not len(train_ids) or not len(val_ids):
-        raise ValueError(f"{paths.splits}: fold {fold} has no training or no validation images")
-    weights = counts.loc[counts["fold"] == fold].sort_values("class", key=lambda s: s.map(classes.index))
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    # Arrays that arrived with a task can be read-only (unpickled from a buffer): torch wants its own.
+    return torch.from_numpy(array if array.flags.writeable else array.copy()).to(device)
+
+
+def load_fold(data: TrainingSet, split: FoldSplit, scaling: str, device: torch.device) -> FoldData:
+    """The fold's tensors on the training device, and its input scaling."""
     if scaling == "standardize":
-        sample = pixels[np.unique(train_ids)].reshape(-1, 3).astype(np.float64) / 255
+        sample = data.pixels[np.unique(split.train_ids)].reshape(-1, 3).astype(np.float64) / 255
         mean, std = sample.mean(0), sample.std(0)
     else:  # divide255: the study's plain scaling to [0, 1]
         mean, std = np.zeros(3), np.ones(3)
     as_param = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)  # noqa: E731
     # permute() of NHWC is NCHW in channels_last memory order: what convolutions prefer.
-    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)
     return FoldData(
-        images=images,
-        labels=torch.from_numpy(labels).to(device),
-        train_index=torch.from_numpy(train_ids).to(device),
-        val_index=torch.from_numpy(val_ids).to(device),
-        class_weights=torch.tensor(weights["loss_weight"].to_numpy(), dtype=torch.float32, device=device),
-        classes=classes,
+        images=_tensor(data.pixels, device).permute(0, 3, 1, 2),
+        labels=_tensor(data.labels, device),
+        train_index=_tensor(split.train_ids, device),
+        val_index=_tensor(split.val_ids, device),
+        class_weights=_tensor(split.loss_weights.astype(np.float32), device),
+        classes=data.classes,
         mean=as_param(mean),
         std=as_param(std),
     )
@@ -183,39 +218,26 @@ def evaluate(model, data: FoldData, ids: torch.Tensor, batch_size: int) -> tuple
 # ----------------------------------------------------------------------------- checkpoints
 
 def checkpoint_key(model: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams,
-                   paths: Paths, device: torch.device) -> str:
+                   data: TrainingSet, split: FoldSplit, device: torch.device) -> str:
     """Identifies everything a (model, fold) result depends on: a checkpoint is reused only
-    when the key matches, so a changed parameter, data set, training code (every project file
-    this module runs, tasks/sources.py), torch version or device never resumes a stale run."""
+    when the key matches, so a changed parameter, data set, split, training code (every project
+    file this module runs, tasks/sources.py), torch version or device never resumes a stale run."""
     h = hashlib.sha256()
     h.update(json.dumps([model, fold, seed, p.recipe(), aug.model_dump(), source_digest(__name__),
-                         torch.__version__, device.type], sort_keys=True).encode())
-    for f in (paths.prepared_train, paths.folds, paths.train_index, paths.class_counts):
-        with open(f, "rb") as fh:
-            h.update(hashlib.file_digest(fh, "sha256").digest())
+                         torch.__version__, device.type, data.digest], sort_keys=True).encode())
+    for array in (split.train_ids, split.val_ids, split.loss_weights):
+        h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()[:16]
 
 
-def forget_old_checkpoints(current: Path, keep: int = KEEP_CHECKPOINTS) -> None:
-    """Of one pair's checkpoints under other keys (other parameters, data or code: an
-    experiment's, or the workspace's before a change), keep the `keep - 1` used last, so that
-    switching back resumes or restores them; delete the rest. Marks `current` as used now."""
-    current.mkdir(parents=True, exist_ok=True)
-    os.utime(current)
-    others = sorted((d for d in current.parent.iterdir() if d != current), key=lambda d: d.stat().st_mtime)
-    for stale in others[:max(0, len(others) - (keep - 1))]:
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+def checkpoint_root(p: TrainParams, paths: Paths) -> str:
+    """`train.checkpoints` as a location every worker can reach: an fsspec URL as it is, a folder
+    made absolute (relative to the project), or the project's `checkpoints/` when empty."""
+    if not p.checkpoints:
+        return str(paths.checkpoints)
+    if "://" in p.checkpoints:
+        return p.checkpoints
+    return str((project_dir(paths.root) / p.checkpoints).resolve())
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
@@ -240,21 +262,24 @@ def _log_epoch(live, row: dict) -> None:
     live.next_step()
 
 
-def _publish(out_dir: Path, log_dir: Path, final: dict, live_factory) -> dict:
-    """Write the fold's outputs (weights, history, metrics, DVCLive log) from its final state."""
-    with atomic_path(log_dir, directory=True) as tmp:
-        live = live_factory(tmp)
+def publish(paths: Paths, final: dict) -> dict:
+    """Write a finished pair's outputs where DVC expects them (weights, history, metrics, the
+    DVCLive log) from its final state; the stage does this, not the worker that trained it."""
+    metrics = final["metrics"]
+    model, fold = metrics["model"], metrics["fold"]
+    with atomic_path(paths.fold_log_dir(model, fold), directory=True) as tmp:
+        live = _dvclive(tmp)
         for row in final["history"]:
             _log_epoch(live, row)
         _end(live)  # the live log must close before the cleanup
         # Only the per-epoch tables stay: `dvc plots` reads the whole folder, and the final
         # values are in the fold's metrics.json already.
         (tmp / "metrics.json").unlink(missing_ok=True)
-    with atomic_path(out_dir, directory=True) as tmp:
+    with atomic_path(paths.fold_dir(model, fold), directory=True) as tmp:
         torch.save({"state_dict": final["best_state"], "config": final["config"]}, tmp / "weights.pt")
         write_csv(tmp / "history.csv", pd.DataFrame(final["history"]))
-        write_json(tmp / "metrics.json", final["metrics"])
-    return final["metrics"]
+        write_json(tmp / "metrics.json", metrics)
+    return metrics
 
 
 DVCLIVE_SIGNAL = "DVCLIVE_STEP_COMPLETED"  # DVCLive's per-step signal file for VS Code
@@ -278,34 +303,63 @@ def _dvclive(directory: Path):
     return Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
 
 
+def say(line: str) -> None:
+    """print(); on a Dask worker it also reaches the stage's own output (Dask's print forwards it
+    to the client), not only the worker's log. Prefect logs it either way (log_prints)."""
+    if "distributed" in sys.modules:  # loaded wherever Dask runs: no import cost elsewhere
+        from distributed import print as forwarded_print
+
+        forwarded_print(line, flush=True)  # outside a worker: the built-in print
+    else:
+        print(line, flush=True)
+
+
+def train_pair(model_name: str, split: FoldSplit, data: TrainingSet, seed: int, p: TrainParams,
+               aug: AugmentParams, checkpoints: str, threads: int | None = None) -> dict:
+    """Train one (model, fold) pair from what the task carries, resuming or reusing its
+    checkpoint under `checkpoints` (a folder or fsspec URL); returns its final state for
+    `publish`. Reads and writes nothing else, so it can run on any machine."""
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        device = pick_device(p.device)
+        seed = fold_seed(seed, model_name, split.fold)
+        checkpoint = Checkpoint(checkpoints, f"{model_name}/fold_{split.fold}",
+                                checkpoint_key(model_name, split.fold, seed, p, aug, data, split, device))
+        state = checkpoint.load()
+        checkpoint.use()
+        if state is not None and state.get("finished"):
+            say(f"{model_name} fold {split.fold}: finished earlier (checkpoint {checkpoint.key}); "
+                "restoring its outputs")
+            return state
+        fold = load_fold(data, split, p.input_scaling, device)
+        state = fit(model_name, split.fold, seed, p, aug, fold, checkpoint, state)
+        checkpoint.save(state)  # small: the optimizer state is no longer needed
+        return state
+    except Exception as exc:
+        # Where it happened, for a stage that may see the exception from another machine.
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        exc.add_note(f"at {Path(frame.filename).name}:{frame.lineno} in {frame.name}, on {socket.gethostname()}")
+        raise
+
+
 def train_fold(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams,
                paths: Paths, threads: int | None = None) -> dict:
-    """Train one (model, fold) pair and write its outputs; resume or reuse its checkpoint."""
-    if threads:
-        torch.set_num_threads(threads)
-    device = pick_device(p.device)
-    seed = fold_seed(seed, model_name, fold)
-    key = checkpoint_key(model_name, fold, seed, p, aug, paths, device)
-    checkpoint = paths.checkpoints / model_name / f"fold_{fold}" / key / "checkpoint.pt"
-    state = load_checkpoint(checkpoint)
-    forget_old_checkpoints(checkpoint.parent)
-    if state is not None and state.get("finished"):
-        print(f"{model_name} fold {fold}: finished earlier (checkpoint {key}); restoring its outputs")
-    else:
-        state = fit(model_name, fold, seed, p, aug, paths, device, checkpoint, state)
-        save_checkpoint(checkpoint, state)  # small: the optimizer state is no longer needed
-    return _publish(paths.fold_dir(model_name, fold), paths.fold_log_dir(model_name, fold), state, _dvclive)
+    """Read, train and publish one (model, fold) pair in this process (tests, benchmarks)."""
+    data = read_training_set(paths)
+    split = read_fold_split(paths, fold, data.classes)
+    state = train_pair(model_name, split, data, seed, p, aug, checkpoint_root(p, paths), threads)
+    return publish(paths, state)
 
 
-def fit(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams, paths: Paths,
-        device: torch.device, checkpoint: Path, resume: dict | None,
-        on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """The epoch loop with early stopping, from the start or from `resume`, saving `checkpoint`
-    after each epoch; returns the final state (best weights, history, metrics, config).
+def fit(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams, data: FoldData,
+        checkpoint: Checkpoint, resume: dict | None, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """The epoch loop with early stopping on `data`, from the start or from `resume`, saving
+    `checkpoint` after each epoch; returns the final state (best weights, history, metrics, config).
     `on_epoch(row)` sees each epoch's history row (the tune stage reports it to Optuna; an
     exception it raises, such as a pruned trial, ends the loop)."""
     name = f"{model_name} fold {fold}"
-    data = load_fold(paths, fold, p.input_scaling, device)
+    device = data.images.device
     torch.manual_seed(seed)
     model = build_model(model_name, len(data.classes), data.images.shape[-1], p.activation, p.dropout)
     model = model.to(device, memory_format=torch.channels_last)
@@ -322,7 +376,7 @@ def fit(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParam
         scheduler.load_state_dict(resume["scheduler"])
         _restore_rng(resume["rng"], generator, device)
         history, best, elapsed = resume["history"], resume["best"], resume["elapsed"]
-        print(f"{name}: resuming after epoch {len(history)} (checkpoint {checkpoint.parent.name})")
+        say(f"{name}: resuming after epoch {len(history)} (checkpoint {checkpoint.key})")
 
     stop_reason = "max epochs"
     for epoch in range(len(history) + 1, p.epochs + 1):
@@ -343,9 +397,9 @@ def fit(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParam
                "val/acc": val_acc, "lr": lr, "seconds": seconds,
                "images_per_s": len(data.train_index) / seconds}
         history.append(row)
-        print(f"{name} epoch {epoch}/{p.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
-              f"val loss {val_loss:.4f} acc {val_acc:.4f} | lr {lr:.2e} | {seconds:.0f} s, "
-              f"{row['images_per_s']:.0f} img/s", flush=True)
+        say(f"{name} epoch {epoch}/{p.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+            f"val loss {val_loss:.4f} acc {val_acc:.4f} | lr {lr:.2e} | {seconds:.0f} s, "
+            f"{row['images_per_s']:.0f} img/s")
         if on_epoch is not None:
             on_epoch(row)
         if val_loss < best["val_loss"]:
@@ -355,15 +409,15 @@ def fit(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParam
             stop_reason = f"no validation-loss improvement for {p.patience} epochs"
             break
         if epoch < p.epochs:
-            save_checkpoint(checkpoint, {
+            checkpoint.save({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": _rng_state(generator, device),
                 "history": history, "best": best, "elapsed": elapsed,
             })
-    print(f"{name}: best val acc {history[best['epoch'] - 1]['val/acc']:.4f} at epoch {best['epoch']} "
-          f"({stop_reason})")
+    say(f"{name}: best val acc {history[best['epoch'] - 1]['val/acc']:.4f} at epoch {best['epoch']} "
+        f"({stop_reason})")
     return _final_state(model_name, fold, model, data, history, best, elapsed, stop_reason, device,
-                        checkpoint.parent.name, p.activation)
+                        checkpoint.key, p.activation)
 
 
 def _final_state(model_name: str, fold: int, model: nn.Module, data: FoldData, history: list[dict],

@@ -162,6 +162,7 @@ def run_trials(params: Params, paths: Paths, worker: int, threads: int | None = 
     import torch
 
     from tasks import train
+    from tasks.checkpoints import Checkpoint
 
     if threads:
         torch.set_num_threads(threads)
@@ -170,6 +171,8 @@ def run_trials(params: Params, paths: Paths, worker: int, threads: int | None = 
     # Scratch space outside DVC's outputs and git: the subsampled fold, each trial's checkpoint.
     work = paths.checkpoints / "tune" / study.study_name
     data_paths = subsample_paths(params, paths, work / f"data_{worker}")
+    data = train.read_training_set(data_paths)
+    split = train.read_fold_split(data_paths, t.fold, data.classes)
     device = train.pick_device(params.train.device)
     ran = 0
 
@@ -186,10 +189,11 @@ def run_trials(params: Params, paths: Paths, worker: int, threads: int | None = 
                       f"(val acc {row['val/acc']:.4f})", flush=True)
                 raise optuna.TrialPruned()
 
-        checkpoint = work / f"trial_{trial.number}" / "checkpoint.pt"
+        checkpoint = Checkpoint(str(work), "trials", f"trial_{trial.number}")
         print(f"trial {trial.number}: {values}", flush=True)
         state = train.fit(t.model, t.fold, train.fold_seed(params.base.seed, t.model, t.fold), p, aug,
-                          data_paths, device, checkpoint, None, on_epoch=report)
+                          train.load_fold(data, split, p.input_scaling, device), checkpoint, None,
+                          on_epoch=report)
         metrics = state["metrics"]
         trial.set_user_attr("best_epoch", metrics["best_epoch"])
         trial.set_user_attr("train_seconds", metrics["train_seconds"])
@@ -249,9 +253,10 @@ def _completed(study) -> list:
 
 
 def _rankable(completed: list) -> bool:
-    """Whether parameter importances can be computed: two completed trials that differ."""
-    return len(completed) >= 2 and any(len({str(tr.params[k]) for tr in completed}) > 1
-                                       for k in completed[0].params)
+    """Whether parameter importances can be computed: completed trials that differ both in a
+    parameter and in their value (fANOVA explains the values' variance: with none, it fails)."""
+    return (len(completed) >= 2 and len({tr.value for tr in completed}) > 1
+            and any(len({str(tr.params[k]) for tr in completed}) > 1 for k in completed[0].params))
 
 
 def _plots(study, paths: Paths, seed: int) -> None:
@@ -274,8 +279,8 @@ def _plots(study, paths: Paths, seed: int) -> None:
     else:  # importances need completed trials that differ: say so rather than leave no file
         figure, axes = plt.subplots(figsize=(6, 1.5))
         axes.axis("off")
-        axes.text(0.5, 0.5, f"{len(completed)} completed trial(s) with different values: "
-                  "too few for parameter importances", ha="center", va="center")
+        axes.text(0.5, 0.5, f"{len(completed)} completed trial(s), too few or too alike "
+                  "for parameter importances", ha="center", va="center")
     figure.savefig(paths.tune_importance_plot, dpi=110, bbox_inches="tight")
     plt.close(figure)
 

@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 README = (ROOT / "README.md").read_text()
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 TARGETS = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
-TOOLS = {"dvc", "prefect", "python", "git", "make", "source", "export"}
+TOOLS = {"dvc", "prefect", "dask", "python", "git", "make", "source", "export"}
 
 
 def commands() -> list[str]:
@@ -58,7 +58,7 @@ def check(line: str) -> None:
                     param_exists(line, item.split("=")[0])
         if tool == "python" and words[1:2] == ["-m"]:
             assert importlib.util.find_spec(words[2]) is not None, f"{line!r}: no module {words[2]}"
-        if tool in ("dvc", "prefect"):
+        if tool in ("dvc", "prefect", "dask"):
             assert (Path(sys.executable).parent / tool).exists(), f"{tool} is not in the environment"
         for i, word in enumerate(words):
             if word in ("-S", "--set-param", "--set") and tool != "git":

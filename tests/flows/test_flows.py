@@ -180,7 +180,7 @@ def counting(monkeypatch, name: str, before=None) -> dict:
     real, calls = getattr(train, name), {}
 
     def wrapper(*args, **kwargs):
-        fold = args[1] if name == "load_fold" else int(args[1].val_index[0])
+        fold = args[1].fold if name == "load_fold" else int(args[1].val_index[0])
         calls[fold] = calls.get(fold, 0) + 1
         if before:
             before(fold, calls[fold])

@@ -65,6 +65,21 @@ def test_study_prunes_a_bad_trial_resumes_and_writes_an_applicable_preset(prefec
     assert [i for i in tune_section.items(paths.tune_summary) if isinstance(i, Picture)]
 
 
+def test_trials_that_all_score_the_same_get_no_importances_and_still_a_plot(tiny_study):
+    """Trials whose recipes differ but whose values do not (none learned anything, say) give
+    fANOVA no variance to explain: no importances, a plot that says why, no failure."""
+    params, paths = tiny_study
+    study = optuna.create_study(direction="maximize")
+    for lr in (0.05, 0.08):
+        study.add_trial(optuna.trial.create_trial(
+            params={"train.lr": lr}, value=0.25,
+            distributions={"train.lr": optuna.distributions.CategoricalDistribution((0.05, 0.08, 1e-7))}))
+    assert tune._importances(study, seed=0) == {}
+    paths.tune.mkdir(parents=True, exist_ok=True)
+    tune._plots(study, paths, seed=0)
+    assert paths.tune_importance_plot.stat().st_size > 0
+
+
 def test_table_before_any_study_writes_a_record_without_trials(tiny_study):
     params, paths = tiny_study
     record = table(params, paths)

@@ -11,10 +11,16 @@ import pytest
 import torch
 
 from tasks import sources, train
+from tasks.checkpoints import KEEP, Checkpoint
 from tasks.models import build_model
 from tests.conftest import ROOT, two_fold_data, with_changes
 
 CLASSES = ["red", "green", "blue", "grey"]
+
+
+def fold_data(paths, fold: int, scaling: str = "standardize") -> train.FoldData:
+    data = train.read_training_set(paths)
+    return train.load_fold(data, train.read_fold_split(paths, fold, data.classes), scaling, torch.device("cpu"))
 
 
 @pytest.fixture
@@ -60,7 +66,7 @@ def test_early_stopping_restores_the_best_weights(tiny):
     saved = torch.load(paths.fold_dir("ann", 0) / "weights.pt", weights_only=True)
     model = build_model("ann", 4, 16)
     model.load_state_dict(saved["state_dict"])
-    data = train.load_fold(paths, 0, p.train.input_scaling, torch.device("cpu"))
+    data = fold_data(paths, 0, p.train.input_scaling)
     val_loss, _ = train.evaluate(model, data, data.val_index, 512)
     assert val_loss == pytest.approx(metrics["val_loss"], rel=1e-5)
 
@@ -112,7 +118,7 @@ def test_only_the_last_few_parameter_sets_keep_their_checkpoints(tiny):
         p = with_changes(params, train={"lr": lr, "epochs": 1})
         keys.append(train.train_fold("cnn_blog", 0, 1, p.train, p.augment, paths)["checkpoint"])
     kept = sorted(d.name for d in (paths.checkpoints / "cnn_blog" / "fold_0").iterdir())
-    assert kept == sorted(keys[-train.KEEP_CHECKPOINTS:])  # the oldest went
+    assert kept == sorted(keys[-KEEP:])  # the oldest went
 
 
 @pytest.fixture
@@ -172,7 +178,7 @@ def test_killed_training_resumes_from_its_checkpoint(tiny, tmp_path):
     process.wait()
     assert not paths.fold_dir("cnn_blog", 0).exists()
 
-    state = train.load_checkpoint(next(checkpoint_dir.glob("*/checkpoint.pt")))
+    state = torch.load(next(checkpoint_dir.glob("*/checkpoint.pt")), weights_only=True)
     done = len(state["history"])
     assert 1 <= done < 6 and not state.get("finished")
     resumed = train.train_fold("cnn_blog", 0, 1, p.train, p.augment, paths, threads=1)
@@ -199,7 +205,7 @@ def test_class_weights_reach_the_loss(tiny):
     counts = pd.read_csv(paths.class_counts)
     counts.loc[counts["class"] == "red", "loss_weight"] = 3.0
     counts.to_csv(paths.class_counts, index=False)
-    data = train.load_fold(paths, 0, "standardize", torch.device("cpu"))
+    data = fold_data(paths, 0)
     assert data.class_weights.tolist() == [3.0, 1.0, 1.0, 1.0]
 
 
@@ -263,8 +269,8 @@ def test_on_epoch_sees_every_row_and_can_stop_the_loop(tiny):
     """The tune stage reports each epoch to Optuna through `on_epoch`; a pruned trial raises."""
     params, paths = tiny
     seen = []
-    state = train.fit("cnn_blog", 0, 1, params.train, params.augment, paths, torch.device("cpu"),
-                      paths.checkpoints / "hook" / "checkpoint.pt", None, on_epoch=seen.append)
+    state = train.fit("cnn_blog", 0, 1, params.train, params.augment, fold_data(paths, 0),
+                      Checkpoint(str(paths.checkpoints), "hook", "a"), None, on_epoch=seen.append)
     assert [row["epoch"] for row in seen] == [1, 2, 3]
     assert [row["val/acc"] for row in seen] == [row["val/acc"] for row in state["history"]]
 
@@ -276,5 +282,5 @@ def test_on_epoch_sees_every_row_and_can_stop_the_loop(tiny):
             raise Stop
 
     with pytest.raises(Stop):
-        train.fit("cnn_blog", 0, 1, params.train, params.augment, paths, torch.device("cpu"),
-                  paths.checkpoints / "hook2" / "checkpoint.pt", None, on_epoch=stop_after_two)
+        train.fit("cnn_blog", 0, 1, params.train, params.augment, fold_data(paths, 0),
+                  Checkpoint(str(paths.checkpoints), "hook", "b"), None, on_epoch=stop_after_two)
