@@ -35,7 +35,7 @@ import yaml
 
 from flows.common import CPUS_ENV, PATHS, available_cpus, stage_main
 from flows.server import prefect_api
-from flows.train_compare import exp_run_command, parse_sets
+from flows.train_compare import exp_run_command, parse_sets, require_dvc
 from tasks import progression
 from tasks.config import PARAMS_FILE
 from tasks.io import write_json
@@ -45,6 +45,7 @@ PREFIX, FAST_PREFIX = "progression", "fast"
 
 def queue(prefix: str, extra: dict[str, Any], steps_file: Path = progression.STEPS_FILE) -> list[str]:
     """Queue one experiment per step; returns their names."""
+    require_dvc()
     names = []
     for step in progression.load_steps(steps_file):
         name = progression.experiment_name(prefix, step)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.common import PATHS, RUN_TAG_ENV, stage_main
 from tasks.config import load_params
+from tasks.errors import PipelineError
 from tasks.io import write_atomic
 from tasks.presets import load_preset
 
@@ -40,6 +42,14 @@ from tasks.presets import load_preset
 def experiment_name(run_name: str, now: datetime) -> str:
     """A readable, unique experiment name: when, and which flow run made it."""
     return f"{now:%Y%m%d-%H%M}-{run_name}"
+
+
+def require_dvc() -> None:
+    """DVC runs each experiment's stages as `python -m flows.<stage>`, so it has to be the
+    project's environment's `dvc` on PATH; without it, one line that says so (not a traceback)."""
+    if shutil.which("dvc") is None:
+        raise PipelineError("`dvc` is not on PATH: activate the project's environment first "
+                            "(`source .venv/bin/activate`, or `make setup` on a fresh clone)")
 
 
 def exp_run_command(overrides: dict[str, Any] | None, name: str, queue: bool = False) -> list[str]:
@@ -146,6 +156,7 @@ def main() -> None:
         stage_main(lambda: show(args.name))
     else:
         def run_it() -> None:
+            require_dvc()
             overrides = {**(load_preset(args.preset) if args.preset else {}), **parse_sets(args.set)}
             train_compare(overrides, args.name)
         stage_main(run_it)

@@ -172,3 +172,13 @@ def test_same_recipe_ignores_only_what_cannot_change_the_results():
     assert not progression.same_recipe({**base, "split": {"folds": 2}}, base)
     assert not progression.same_recipe({**base, "train": {**base["train"], "epochs": 4}}, base)
     assert not progression.same_recipe({**base, "augment": {"zoom": 0.2}}, base)
+
+
+def test_without_dvc_on_path_queuing_is_one_line_saying_so(monkeypatch, tmp_path):
+    from flows import progression as flow
+    from tasks.errors import PipelineError
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no `dvc` (the environment not activated)
+    with pytest.raises(PipelineError, match="`dvc` is not on PATH") as error:
+        flow.queue("p", {})
+    assert "\n" not in str(error.value)
