@@ -38,16 +38,26 @@ from flows.server import prefect_api
 from flows.train_compare import exp_run_command, parse_sets, require_dvc
 from tasks import progression
 from tasks.config import PARAMS_FILE
+from tasks.flops import forward_flops
 from tasks.io import write_json
 
 PREFIX, FAST_PREFIX = "progression", "fast"
 
 
+def costliest_first(steps: list[progression.Step]) -> list[progression.Step]:
+    """The steps in the order to queue them: the costliest model first (forward FLOPs per image),
+    file order among equals. DVC's workers take experiments in queue order, so with `--jobs 2` the
+    slowest experiment (ResNet-18) starts at once on one worker while the other works through the
+    rest, instead of starting halfway and running on alone at the end."""
+    cost = {model: forward_flops(model) for model in {step.model for step in steps}}
+    return sorted(steps, key=lambda step: -cost[step.model])
+
+
 def queue(prefix: str, extra: dict[str, Any], steps_file: Path = progression.STEPS_FILE) -> list[str]:
-    """Queue one experiment per step; returns their names."""
+    """Queue one experiment per step, the costliest first; returns their names."""
     require_dvc()
     names = []
-    for step in progression.load_steps(steps_file):
+    for step in costliest_first(progression.load_steps(steps_file)):
         name = progression.experiment_name(prefix, step)
         command = exp_run_command({**step.overrides, **extra}, name, queue=True)
         print("$", " ".join(command), flush=True)

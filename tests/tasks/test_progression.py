@@ -188,3 +188,14 @@ def test_without_dvc_on_path_queuing_is_one_line_saying_so(monkeypatch, tmp_path
     with pytest.raises(PipelineError, match="`dvc` is not on PATH") as error:
         flow.queue("p", {})
     assert "\n" not in str(error.value)
+
+
+def test_the_queue_starts_with_the_costliest_steps_and_keeps_file_order_among_equals():
+    from flows import progression as flow
+
+    steps = progression.load_steps()
+    queued = [s.name for s in flow.costliest_first(steps)]
+    assert sorted(queued) == sorted(s.name for s in steps)
+    assert queued[:2] == ["resnet18", "vgg11-bn"]
+    cnn_steps = [s.name for s in steps if s.model == "cnn"]
+    assert [name for name in queued if name in cnn_steps] == cnn_steps
