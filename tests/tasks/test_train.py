@@ -71,6 +71,32 @@ def test_early_stopping_restores_the_best_weights(tiny):
     assert val_loss == pytest.approx(metrics["val_loss"], rel=1e-5)
 
 
+def test_rising_until_is_the_last_epoch_whose_learning_rate_rose():
+    assert train.rising_until([0.1, 0.1, 0.1]) == 0  # constant: patience counts from the start
+    assert train.rising_until([0.01, 0.05, 0.1, 0.08, 0.02]) == 2  # warm-up in epochs 1 and 2
+    assert train.rising_until([0.1, 0.05, 0.05, 0.08, 0.02]) == 3  # a warm restart counts too
+
+
+def test_patience_counts_from_the_learning_rates_peak(tiny, monkeypatch):
+    params, paths = tiny
+    real, epochs = train.evaluate, iter(range(100))
+
+    def worse_every_epoch(model, data, ids, batch_size):
+        _, acc = real(model, data, ids, batch_size)
+        return 1.0 + next(epochs), acc  # the best epoch is always the first
+
+    monkeypatch.setattr(train, "evaluate", worse_every_epoch)
+    p = with_changes(params, train={"epochs": 10, "patience": 2, "schedule": "one_cycle"})
+    metrics = train.train_fold("ann", 0, 1, p.train, p.augment, paths)
+    lrs = pd.read_csv(paths.fold_dir("ann", 0) / "history.csv")["lr"].tolist()
+    assert metrics["best_epoch"] == 1 and metrics["stopped"].startswith("no validation-loss improvement")
+    # Counted from the best epoch it would stop at epoch 3, inside one-cycle's warm-up (30 % of
+    # the steps); counted from the peak it stops 2 epochs after the last epoch whose rate rose.
+    # (history holds each epoch's starting rate; the last epoch's, past the peak, fell.)
+    peak = train.rising_until(lrs)
+    assert peak >= 2 and metrics["epochs"] == peak + 2 < 10
+
+
 def test_nan_loss_names_model_fold_and_epoch(tiny):
     params, paths = tiny
     p = with_changes(params, train={"lr": 1e12, "schedule": "none", "optimizer": "sgd"})
