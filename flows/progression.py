@@ -53,11 +53,26 @@ def costliest_first(steps: list[progression.Step]) -> list[progression.Step]:
     return sorted(steps, key=lambda step: -cost[step.model])
 
 
+def replace_earlier(names: list[str]) -> None:
+    """Remove the experiments of these names that the current commit already has. DVC refuses to
+    save a re-run whose results differ from an earlier experiment of the same name and baseline
+    (ExperimentExistsError), and says so only after the experiment has trained."""
+    done = subprocess.run(["dvc", "exp", "ls", "--name-only"], capture_output=True, text=True)
+    earlier = sorted(set(done.stdout.split()) & set(names))
+    if earlier:
+        print(f"replacing {len(earlier)} earlier experiments of this commit: {', '.join(earlier)}", flush=True)
+        if subprocess.run(["dvc", "exp", "remove", *earlier]).returncode:
+            raise progression.ProgressionError("`dvc exp remove` failed (its message is above)")
+
+
 def queue(prefix: str, extra: dict[str, Any], steps_file: Path = progression.STEPS_FILE) -> list[str]:
-    """Queue one experiment per step, the costliest first; returns their names."""
+    """Queue one experiment per step, the costliest first, replacing this commit's earlier
+    experiments of the same names; returns their names."""
     require_dvc()
+    steps = costliest_first(progression.load_steps(steps_file))
+    replace_earlier([progression.experiment_name(prefix, step) for step in steps])
     names = []
-    for step in costliest_first(progression.load_steps(steps_file)):
+    for step in steps:
         name = progression.experiment_name(prefix, step)
         command = exp_run_command({**step.overrides, **extra}, name, queue=True)
         print("$", " ".join(command), flush=True)

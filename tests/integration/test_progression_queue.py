@@ -44,3 +44,13 @@ def test_the_queue_runs_every_step_and_the_table_lists_them(prefect_server, tmp_
     section = (project / "reports/report.md").read_text().split("## Progression", 1)[1].split("\n## ", 1)[0]
     assert "2 of 2 steps ran" in section and "`t-<step>`" in section
     assert "| ANN, no augmentation" in section and "| CNN, no augmentation, no balancing" in section
+
+    # Run again at the same commit with a changed step: different results under the same name,
+    # which DVC refuses to save over the earlier experiment; `run` replaces it first.
+    before = run(project, "dvc", "exp", "ls", "--sha-only").split()
+    STEPS["steps"][0]["set"]["train.epochs"] = 2
+    steps.write_text(yaml.safe_dump(STEPS, sort_keys=False))
+    out = run(project, "python", "-m", "flows.progression", "run", "--steps", str(steps), "--prefix", "t")
+    assert "replacing 2 earlier experiments of this commit: t-ann-plain, t-cnn-plain" in out
+    after = run(project, "dvc", "exp", "ls", "--sha-only").split()
+    assert len(before) == len(after) == 2 and not set(after) & set(before)
