@@ -35,7 +35,7 @@ def test_the_checked_in_steps_are_valid_and_use_real_parameters():
         params["split"], params["train"]) / 20
     by_name = {s.name: s for s in steps}
     assert by_name["cnn-plain"].overrides == {"train.models": ["cnn"], "augment.enabled": False,
-                                              "split.balancing": "none"}
+                                              "split.balancing": "none", "train.dropout": True}
     assert {s.model for s in steps} >= {"ann", "cnn", "cnn_blog", "resnet18", "vgg11_bn"}
     # Without regularisation: the study's augmentation step minus weight decay, L2 and dropout.
     no_reg = resolve(by_name["cnn-no-reg"].overrides).train
@@ -97,7 +97,7 @@ def test_a_step_is_queued_with_its_overrides():
     command = exp_run_command(step.overrides, progression.experiment_name("p", step), queue=True)
     assert command[:7] == ["dvc", "--wait-for-lock", "exp", "run", "--queue", "--name", "p-cnn-plain"]
     assert command[7:] == ["--set-param", "train.models=[cnn]", "--set-param", "augment.enabled=false",
-                           "--set-param", "split.balancing=none"]
+                           "--set-param", "split.balancing=none", "--set-param", "train.dropout=true"]
 
 
 @pytest.mark.parametrize("fast", ["fast: {}\n", "fast: {train.models: [cnn]}\n", ""])
