@@ -39,7 +39,8 @@ def tune_flow(params: Params, paths: Paths = PATHS) -> dict:
     if failed:
         raise RuntimeError("tuning failed: " + "; ".join(failed))
     summary = tune.summarize(params, paths)
-    print(f"study {summary['study']}: {summary['completed']} trials completed, {summary['pruned']} pruned; "
+    print(f"study {summary['study']}: {summary['completed']} trials completed, {summary['pruned']} pruned, "
+          f"{summary['failed']} failed; "
           f"best val acc {summary['best_val_acc']:.4f} (trial {summary['best_trial']}) against "
           f"{summary['baseline_val_acc']} for params.yaml's recipe; apply it with "
           f"`python -m flows.train_compare run --preset {paths.tune_best}`")

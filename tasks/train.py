@@ -364,8 +364,9 @@ def rising_until(lrs: list[float]) -> int:
 
 def fit(model_name: str, fold: int, seed: int, p: TrainParams, aug: AugmentParams, data: FoldData,
         checkpoint: Checkpoint, resume: dict | None, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """The epoch loop with early stopping on `data` (patience counted from the lr's peak), from the start or from `resume`, saving
-    `checkpoint` after each epoch; returns the final state (best weights, history, metrics, config).
+    """The epoch loop with early stopping on `data` (patience counted from the lr's peak), from the
+    start or from `resume`, saving `checkpoint` after each epoch; returns the final state (best
+    weights, history, metrics, config).
     `on_epoch(row)` sees each epoch's history row (the tune stage reports it to Optuna; an
     exception it raises, such as a pruned trial, ends the loop)."""
     name = f"{model_name} fold {fold}"

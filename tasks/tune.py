@@ -199,8 +199,11 @@ def run_trials(params: Params, paths: Paths, worker: int, threads: int | None = 
         trial.set_user_attr("train_seconds", metrics["train_seconds"])
         return metrics["val_acc"]
 
+    # A recipe whose loss turns NaN (too high a learning rate, say) is a bad trial, not a broken
+    # study: Optuna records it as failed and this worker draws the next one.
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    study.optimize(objective, timeout=t.timeout_minutes * 60 or None, catch=(ValueError,),
+    study.optimize(objective, timeout=t.timeout_minutes * 60 or None,
+                   catch=(ValueError, train.TrainingDiverged),
                    callbacks=[optuna.study.MaxTrialsCallback(t.trials, states=finished)])
     return ran
 
@@ -239,6 +242,7 @@ def summary_of(study, params: Params) -> dict:
     return {
         "study": study.study_name, "trials": len(study.trials),
         "completed": len(done), "pruned": sum(tr.state == optuna.trial.TrialState.PRUNED for tr in study.trials),
+        "failed": sum(tr.state == optuna.trial.TrialState.FAIL for tr in study.trials),
         "best_trial": best.number, "best_val_acc": round(best.value, 4),
         "baseline_val_acc": round(baseline.value, 4) if baseline else None,
         "gain": round(best.value - baseline.value, 4) if baseline else None,

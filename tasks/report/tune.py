@@ -58,6 +58,11 @@ def _recipes(record: dict) -> pd.DataFrame:
                          for key, value in best.items()], dtype=object)
 
 
+def failed_note(failed: int) -> str:
+    """The count of failed trials for the section's first sentence (empty when none failed)."""
+    return f", {failed} failed (the loss diverged, or the worker stopped)" if failed else ""
+
+
 def items(path: Path) -> list[str | pd.DataFrame | Picture]:
     """The section's paragraphs, table and charts; one paragraph while no study was collected."""
     record = tune_results.read_results(path)
@@ -72,7 +77,8 @@ def items(path: Path) -> list[str | pd.DataFrame | Picture]:
         f"Optuna study `{record['study']}`, collected {record['collected'][:16].replace('T', ' ')} UTC: "
         f"`{record['model']}` on fold {record['fold']}'s training and validation images (never the test set), "
         f"every trial {record['epochs']} epochs on {record['subsample']:.0%} of the fold's training images, "
-        f"{record['pruner']} pruner. {s['trials']} trials: {s['completed']} completed, {s['pruned']} pruned. "
+        f"{record['pruner']} pruner. {s['trials']} trials: {s['completed']} completed, {s['pruned']} pruned"
+        f"{failed_note(s.get('failed', 0))}. "
         f"Best: trial {s['best_trial']}, validation accuracy {pct(s['best_val_acc'])}{gain}. These are validation "
         "accuracies at the study's short budget; what the recipe is worth at the full budget is a run of its "
         "own: `python -m flows.train_compare run --preset tune/best.yaml`.",

@@ -65,6 +65,22 @@ def test_study_prunes_a_bad_trial_resumes_and_writes_an_applicable_preset(prefec
     assert [i for i in tune_section.items(paths.tune_summary) if isinstance(i, Picture)]
 
 
+def test_a_trial_whose_loss_diverges_fails_and_the_study_goes_on(prefect_server, tiny_study):
+    """A learning rate that turns the loss NaN is a bad recipe, not a broken study: both workers
+    stopped at such a trial once, and the flow failed."""
+    params, paths = tiny_study
+    params = with_changes(params, tune={"trials": 2, "space": {"train.lr": SearchDimension(choices=(0.05, 1e30))}})
+    study = tune.open_study(params, paths)  # trial 0: params' own recipe (lr 0.05)
+    study.enqueue_trial({"train.lr": 1e30})
+    study.enqueue_trial({"train.lr": 0.05})
+    summary = tune_flow(params, paths)
+    trials = pd.read_parquet(paths.tune_trials)
+    assert trials["state"].tolist() == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert (summary["trials"], summary["completed"], summary["failed"]) == (3, 2, 1)
+    table(params, paths)
+    assert "2 completed, 0 pruned, 1 failed" in tune_section.items(paths.tune_summary)[0]
+
+
 def test_trials_that_all_score_the_same_get_no_importances_and_still_a_plot(tiny_study):
     """Trials whose recipes differ but whose values do not (none learned anything, say) give
     fANOVA no variance to explain: no importances, a plot that says why, no failure."""
