@@ -66,8 +66,8 @@ def test_study_prunes_a_bad_trial_resumes_and_writes_an_applicable_preset(prefec
 
 
 def test_a_trial_whose_loss_diverges_fails_and_the_study_goes_on(prefect_server, tiny_study):
-    """A learning rate that turns the loss NaN is a bad recipe, not a broken study: both workers
-    stopped at such a trial once, and the flow failed."""
+    """A learning rate that turns the loss NaN is a bad recipe, not a broken study: such a trial
+    once stopped its worker, and the flow failed."""
     params, paths = tiny_study
     params = with_changes(params, tune={"trials": 2, "space": {"train.lr": SearchDimension(choices=(0.05, 1e30))}})
     study = tune.open_study(params, paths)  # trial 0: params' own recipe (lr 0.05)
